@@ -1,0 +1,13 @@
+//! memseg: SAM2 segmentation of medical images on the user's own device.
+//!
+//! The same core runs natively (the `memseg` CLI) and in the browser (compiled to WebAssembly and driven by
+//! `www/worker.js`). Module map:
+//! - [`backend`]: the one place where the compute device (wgpu or the Flex CPU backend) is chosen.
+//! - [`selftest`]: a small fixed computation (conv + GELU + matmul) used to check a device end to end.
+//! - `web` (wasm only): the JavaScript bindings, a thin layer over the modules above.
+
+pub mod backend;
+pub mod selftest;
+
+#[cfg(target_family = "wasm")]
+pub mod web;

@@ -1,0 +1,74 @@
+// Shared set-up for the browser tests: Debian's Chromium, headless, with WebGPU through SwiftShader
+// (see ../shared/docs/browser-testing.md), and the same static server `./build.sh serve` uses.
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+import { startServer } from '../../scripts/serve.mjs';
+
+export const repo = resolve(fileURLToPath(import.meta.url), '../../..');
+export const pkgDir = resolve(repo, process.env.MEMSEG_PKG ?? 'target/wasm-test-pkg');
+export const memsegBin = resolve(repo, process.env.MEMSEG_BIN ?? 'target/release/memseg');
+export const screenshotDir = join(repo, 'target/e2e-screenshots');
+
+const COMMON_FLAGS = [
+  '--no-sandbox', '--disable-background-networking', '--disable-component-update', '--disable-sync',
+  '--no-first-run', '--disable-dev-shm-usage',
+];
+export const WEBGPU_FLAGS = [
+  '--enable-unsafe-webgpu', '--enable-features=Vulkan', '--use-vulkan=swiftshader', '--use-webgpu-adapter=swiftshader',
+];
+// No WebGPU at all: navigator.gpu is absent, as in browsers without WebGPU support.
+export const NO_WEBGPU_FLAGS = ['--disable-gpu', '--disable-features=WebGPU,Vulkan'];
+
+/** Starts Chromium with a fresh profile; returns {browser, close}. */
+export async function launch(flags) {
+  const userDataDir = mkdtempSync(join(tmpdir(), 'memseg-chromium-'));
+  const context = await chromium.launchPersistentContext(userDataDir, {
+    executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+    headless: true,
+    args: [...COMMON_FLAGS, ...flags],
+  });
+  return {
+    context,
+    async close() {
+      await context.close();
+      rmSync(userDataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Serves www/ on a free loopback port; `pkg` is where /pkg/ is served from. */
+export async function serve({ pkg = pkgDir } = {}) {
+  const server = await startServer({ port: 0, pkg });
+  return { url: `http://127.0.0.1:${server.address().port}/`, close: () => new Promise((r) => server.close(r)) };
+}
+
+/** Opens the page and waits until it is ready or shows an error; returns page, state and console errors. */
+export async function openApp(context, url, { timeout = 120_000 } = {}) {
+  const page = await context.newPage();
+  const consoleErrors = [];
+  page.on('console', (m) => m.type() === 'error' && consoleErrors.push(m.text()));
+  page.on('pageerror', (e) => consoleErrors.push(e.message));
+  await page.goto(url);
+  await page.waitForFunction(() => ['ready', 'error'].includes(document.body.dataset.state), null, { timeout });
+  const state = await page.evaluate(() => window.memsegState);
+  return { page, state, consoleErrors };
+}
+
+export async function screenshot(page, name) {
+  mkdirSync(screenshotDir, { recursive: true });
+  await page.screenshot({ path: join(screenshotDir, `${name}.png`), fullPage: true });
+}
+
+/** Runs the native CLI and parses its JSON output. */
+export function memseg(...args) {
+  return JSON.parse(execFileSync(memsegBin, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }));
+}
+
+export function maxAbsDiff(a, b) {
+  if (a.length !== b.length) throw new Error(`length ${a.length} != ${b.length}`);
+  return Math.max(...a.map((v, i) => Math.abs(v - b[i])));
+}
