@@ -3,10 +3,14 @@
 //! The same core runs natively (the `memseg` CLI) and in the browser (compiled to WebAssembly and driven by
 //! `www/worker.js`). Module map:
 //! - [`backend`]: the one place where the compute device (wgpu or the Flex CPU backend) is chosen.
+//! - [`sam2`]: the SAM2 / SAM2.1 port (one file per component of Meta's `sam2/modeling`).
 //! - [`selftest`]: a small fixed computation (conv + GELU + matmul) used to check a device end to end.
 //! - `web` (wasm only): the JavaScript bindings, a thin layer over the modules above.
 
 pub mod backend;
+#[cfg(not(target_family = "wasm"))]
+pub mod bench;
+pub mod sam2;
 pub mod selftest;
 
 #[cfg(target_family = "wasm")]

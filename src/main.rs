@@ -2,13 +2,15 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
-use memseg::backend::{self, Preference};
+use clap::{Args, Parser, Subcommand};
+use memseg::backend::{self, Compute, Preference};
+use memseg::bench::{self, Timing};
+use memseg::sam2::Sam2Config;
 
 #[derive(Parser)]
 #[command(name = "memseg", version, about = "SAM2 segmentation of medical images on your own device")]
 struct Cli {
-    /// Compute backend: auto (wgpu, else Flex CPU), wgpu, or flex.
+    /// Compute backend: auto (a GPU through wgpu, else Flex CPU), wgpu, or flex.
     #[arg(long, global = true, default_value = "auto")]
     backend: Preference,
     #[command(subcommand)]
@@ -21,6 +23,37 @@ enum Command {
     Device,
     /// Run the fixed conv + GELU + matmul check and print its result as JSON.
     Selftest,
+    /// Time parts of the model next to Meta's PyTorch code (a peer run side by side).
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// The image encoder (`forward_image`: Hiera trunk, FPN neck, high-res projections) on one image.
+    Encoder(EncoderBench),
+}
+
+#[derive(Args)]
+struct EncoderBench {
+    /// Model size: tiny, small, base_plus, large.
+    #[arg(long, default_value = "tiny")]
+    model: String,
+    #[arg(long, default_value_t = 1024)]
+    image_size: usize,
+    /// Backends to time, comma-separated (flex, wgpu).
+    #[arg(long, default_value = "flex")]
+    backends: String,
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    #[arg(long, default_value_t = 1)]
+    warmup: usize,
+    /// CPU threads for Flex and the peer (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Python with Meta's `sam2` installed: also time Meta's code on the same input size and threads.
+    #[arg(long)]
+    peer: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -34,16 +67,46 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> Result<(), String> {
-    let compute = backend::init_native(cli.backend)?;
+fn init(pref: Preference) -> Result<Compute, String> {
+    let compute = backend::init_native(pref)?;
     eprintln!("memseg: computing with {}", compute.describe());
+    Ok(compute)
+}
+
+fn run(cli: Cli) -> Result<(), String> {
     let json = match cli.command {
-        Command::Device => serde_json::to_string_pretty(&compute),
+        Command::Device => serde_json::to_string_pretty(&init(cli.backend)?),
         Command::Selftest => {
-            let result = pollster::block_on(memseg::selftest::run(&compute.device))?;
+            let result = pollster::block_on(memseg::selftest::run(&init(cli.backend)?.device))?;
             serde_json::to_string(&result)
         }
+        Command::Bench(BenchCommand::Encoder(args)) => serde_json::to_string_pretty(&bench_encoder(args)?),
     };
     println!("{}", json.map_err(|e| e.to_string())?);
     Ok(())
+}
+
+fn bench_encoder(args: EncoderBench) -> Result<Vec<Timing>, String> {
+    let mut config = Sam2Config::preset(&args.model)?;
+    config.image_size = args.image_size;
+    config.validate()?;
+    let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    rayon::ThreadPoolBuilder::new().num_threads(threads).build_global().map_err(|e| e.to_string())?;
+    let mut timings = Vec::new();
+    for name in args.backends.split(',') {
+        let compute = init(name.trim().parse()?)?;
+        let who = format!("memseg {}", compute.describe());
+        timings.push(bench::encoder(&config, &compute.device, &who, args.warmup, args.runs)?);
+    }
+    if let Some(python) = &args.peer {
+        timings.push(bench::pytorch_peer(python, args.image_size, threads, args.warmup, args.runs)?);
+    }
+    let (model, size, runs) = (&args.model, args.image_size, args.runs);
+    eprintln!("\nimage encoder, SAM2-{model} at {size}x{size}, {threads} CPU threads, median of {runs} runs:");
+    let peer = args.peer.as_ref().and_then(|_| timings.last()).map(|t| t.median_ms);
+    for t in &timings {
+        let ratio = peer.map(|p| format!("  ({:.2}x the PyTorch peer)", t.median_ms / p)).unwrap_or_default();
+        eprintln!("  {:>9.1} ms  {}{ratio}", t.median_ms, t.who);
+    }
+    Ok(timings)
 }

@@ -1,0 +1,43 @@
+"""Peer timing for `memseg bench`: Meta's own SAM2 code (PyPI `sam2`, PyTorch CPU, fp32).
+
+Run by `memseg bench encoder --peer PYTHON` on the same machine, input size and thread count, so the two are
+measured side by side. Prints one JSON object. Needs the reference venv of tests/fixtures/make_fixtures.py.
+"""
+import argparse
+import json
+import time
+
+import torch
+from sam2.build_sam import build_sam2
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--config", default="configs/sam2.1/sam2.1_hiera_t.yaml")
+    ap.add_argument("--image-size", type=int, default=1024)
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=2)
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(0)
+    g = a.image_size // 16
+    overrides = [f"++model.image_size={a.image_size}"]
+    if a.image_size != 1024:
+        overrides += [f"++model.memory_attention.layer.self_attention.feat_sizes=[{g},{g}]",
+                      f"++model.memory_attention.layer.cross_attention.feat_sizes=[{g},{g}]"]
+    model = build_sam2(a.config, ckpt_path=None, device="cpu", mode="eval", hydra_overrides_extra=overrides)
+    x = torch.randn(1, 3, a.image_size, a.image_size)
+    times = []
+    with torch.inference_mode():
+        for i in range(a.warmup + a.runs):
+            start = time.perf_counter()
+            model.forward_image(x)
+            if i >= a.warmup:
+                times.append((time.perf_counter() - start) * 1000)
+    print(json.dumps({"peer": f"Meta sam2 (PyTorch {torch.__version__} CPU fp32)", "threads": a.threads,
+                      "image_size": a.image_size, "runs_ms": times}))
+
+
+if __name__ == "__main__":
+    main()

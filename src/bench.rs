@@ -1,0 +1,63 @@
+//! `memseg bench`: timings of the core, reported next to a peer (Meta's PyTorch code) run on the same machine,
+//! input and thread count, in the same invocation. Never used in tests: these machines are shared and noisy.
+
+use std::process::Command;
+use std::time::Instant;
+
+use burn::tensor::{Device, Distribution, Tensor};
+use serde::Serialize;
+
+use crate::sam2::{Sam2Base, Sam2Config};
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Timing {
+    pub who: String,
+    pub runs_ms: Vec<f64>,
+    pub median_ms: f64,
+    pub min_ms: f64,
+}
+
+impl Timing {
+    pub fn new(who: impl Into<String>, mut runs_ms: Vec<f64>) -> Self {
+        let mut sorted = runs_ms.clone();
+        sorted.sort_by(f64::total_cmp);
+        let median_ms = sorted[sorted.len() / 2];
+        runs_ms.shrink_to_fit();
+        Self { who: who.into(), min_ms: sorted[0], median_ms, runs_ms }
+    }
+}
+
+/// Times `forward_image` (trunk, neck, high-res projections) on one `[1, 3, S, S]` input, waiting for the
+/// device after each run. Weights are random: the time does not depend on their values.
+pub fn encoder(config: &Sam2Config, device: &Device, who: &str, warmup: usize, runs: usize) -> Result<Timing, String> {
+    let model = Sam2Base::new(config, device);
+    let s = config.image_size;
+    let input = Tensor::<4>::random([1, 3, s, s], Distribution::Normal(0.0, 1.0), device);
+    let mut times = Vec::with_capacity(runs);
+    for i in 0..warmup + runs {
+        let start = Instant::now();
+        let features = model.forward_image(input.clone());
+        // Reading one value back waits for every queued kernel on GPU backends.
+        features.image_embed().clone().slice([0..1, 0..1, 0..1, 0..1]).into_data();
+        if i >= warmup {
+            times.push(start.elapsed().as_secs_f64() * 1000.0);
+        }
+    }
+    Ok(Timing::new(who, times))
+}
+
+/// Runs `bench/peer_sam2.py` with `python` (a venv with Meta's `sam2`), on the same size and threads.
+pub fn pytorch_peer(python: &str, image_size: usize, threads: usize, warmup: usize, runs: usize) -> Result<Timing, String> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/bench/peer_sam2.py");
+    let out = Command::new(python)
+        .args([script, "--image-size", &image_size.to_string(), "--threads", &threads.to_string()])
+        .args(["--warmup", &warmup.to_string(), "--runs", &runs.to_string()])
+        .output()
+        .map_err(|e| format!("cannot run the peer with {python}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("the PyTorch peer failed: {}", String::from_utf8_lossy(&out.stderr)));
+    }
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| format!("peer output: {e}"))?;
+    let runs_ms = json["runs_ms"].as_array().ok_or("peer output has no runs_ms")?.iter().filter_map(|v| v.as_f64()).collect();
+    Ok(Timing::new(json["peer"].as_str().unwrap_or("PyTorch"), runs_ms))
+}
