@@ -6,7 +6,10 @@ use std::cell::RefCell;
 use wasm_bindgen::prelude::*;
 
 use crate::backend::{self, Compute, Preference};
+use crate::sam2::weights::Checkpoint;
+use crate::sam2::{Sam2Base, Sam2Config};
 use crate::selftest;
+use burn::tensor::{Tensor, TensorData};
 
 thread_local! {
     /// The worker's compute device, chosen once by `init_compute`.
@@ -61,4 +64,53 @@ fn device() -> Result<burn::tensor::Device, JsError> {
 pub async fn run_selftest() -> Result<JsValue, JsError> {
     let result = selftest::run(&device()?).await.map_err(|e| JsError::new(&e))?;
     to_js(&result)
+}
+
+thread_local! {
+    /// The SAM2 model loaded by `load_sam2`, on the worker's device.
+    static MODEL: RefCell<Option<Sam2Base>> = const { RefCell::new(None) };
+}
+
+/// Loads an official `.pt` checkpoint (bytes of the file) into a SAM2 model built from the tiny config with
+/// Meta's Hydra-style `overrides` applied (e.g. `++model.image_size=512`). Returns the load report.
+#[wasm_bindgen]
+pub fn load_sam2(bytes: Vec<u8>, name: String, overrides: Vec<String>) -> Result<JsValue, JsError> {
+    let device = device()?;
+    let mut config = Sam2Config::tiny();
+    for o in &overrides {
+        config.apply_override(o).map_err(|e| JsError::new(&e))?;
+    }
+    config.validate().map_err(|e| JsError::new(&e))?;
+    let checkpoint = Checkpoint::from_pt_bytes(bytes, &name).map_err(|e| JsError::new(&e))?;
+    let (model, report) = checkpoint.into_model(config, &device).map_err(|e| JsError::new(&e))?;
+    MODEL.with_borrow_mut(|m| *m = Some(model));
+    to_js(&report)
+}
+
+/// Runs the image encoder (`forward_image`) on a preprocessed `[1, 3, S, S]` input and returns every stage
+/// the encoder reports, as `{name: {shape, data: Float32Array}}`: used to check the browser against Meta.
+#[wasm_bindgen]
+pub async fn encoder_stages(input: Vec<f32>) -> Result<JsValue, JsError> {
+    let device = device()?;
+    let model = MODEL.with_borrow(|m| m.clone()).ok_or_else(|| JsError::new("load_sam2 must be called first"))?;
+    let side = ((input.len() / 3) as f64).sqrt() as usize;
+    if 3 * side * side != input.len() {
+        return Err(JsError::new(&format!("input of {} values is not [1, 3, S, S]", input.len())));
+    }
+    let x = Tensor::<4>::from_data(TensorData::new(input, [1, 3, side, side]), &device);
+    let mut stages = Vec::new();
+    let features = model.forward_image_with(x, |name, t| stages.push((name.to_string(), t.clone())));
+    stages.push(("image_embed".to_string(), features.image_embed().clone()));
+    let out = js_sys::Object::new();
+    for (name, tensor) in stages {
+        let shape = tensor.dims().to_vec();
+        let data = tensor.into_data_async().await.map_err(|e| JsError::new(&format!("{name}: read-back failed: {e:?}")))?;
+        let values = data.try_to_vec::<f32>().map_err(|e| JsError::new(&format!("{name}: {e:?}")))?;
+        let entry = js_sys::Object::new();
+        js_sys::Reflect::set(&entry, &"shape".into(), &to_js(&shape)?).map_err(|_| JsError::new("reflect"))?;
+        js_sys::Reflect::set(&entry, &"data".into(), &js_sys::Float32Array::from(values.as_slice()).into())
+            .map_err(|_| JsError::new("reflect"))?;
+        js_sys::Reflect::set(&out, &name.into(), &entry).map_err(|_| JsError::new("reflect"))?;
+    }
+    Ok(out.into())
 }

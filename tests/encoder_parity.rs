@@ -34,9 +34,11 @@ impl Fixture {
         let mut config = Sam2Config::tiny();
         for o in meta["hydra_overrides_extra"].as_array().unwrap() {
             let o = o.as_str().unwrap();
-            // Only the encoder's settings matter here; the memory modules come with their own tests.
-            if o.starts_with("++model.image_size") || o.starts_with("++model.image_encoder.") {
-                config.apply_override(o).unwrap();
+            // The encoder's settings must apply; memory-module keys this config does not model yet are
+            // reported (the checkpoint load below is strict about every shape that matters).
+            if let Err(e) = config.apply_override(o) {
+                assert!(!o.starts_with("++model.image_size") && !o.starts_with("++model.image_encoder."), "{e}");
+                eprintln!("note: {e}");
             }
         }
         config.validate().unwrap();
@@ -83,8 +85,7 @@ fn relative_error(name: &str, ours: &(Vec<usize>, Vec<f32>), reference: &(Vec<us
 /// Runs the encoder on the fixture's `input` and compares every stage Meta recorded; returns the errors.
 fn check_case(dir: &Path, case: &str, device: &Device, expect: Generation) -> BTreeMap<String, f32> {
     let fx = Fixture::open(dir, case);
-    let mut model = Sam2Base::new(&fx.config, device);
-    let report = Checkpoint::from_pt_file(&fx.checkpoint).unwrap().load_into(&mut model).unwrap();
+    let (model, report) = Checkpoint::from_pt_file(&fx.checkpoint).unwrap().into_model(fx.config.clone(), device).unwrap();
     assert_eq!(report.generation, expect);
 
     let mut taps = BTreeMap::new();

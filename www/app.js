@@ -16,6 +16,9 @@ function call(op, args = {}) {
   });
 }
 
+// The worker protocol, for the browser tests and the console (e.g. memsegCall('encoderStages', {...})).
+window.memsegCall = call;
+
 worker.onmessage = ({ data }) => {
   if (data.type === 'panic') return showError(`The compute core crashed: ${data.message}\nReload the page to start again.`);
   const waiter = pending.get(data.id);

@@ -1,7 +1,7 @@
 // The compute worker: owns the WebAssembly core and the GPU device so the page never blocks.
 // Protocol: the page posts {id, op, ...args}; the worker answers {id, ok: true, result} or
 // {id, ok: false, error}. A Rust panic is also posted as {type: 'panic', message}.
-import init, { init_compute, run_selftest } from './pkg/memseg.js';
+import init, { encoder_stages, init_compute, load_sam2, run_selftest } from './pkg/memseg.js';
 
 const ready = init().catch((e) => {
   throw new Error(`the WebAssembly core could not be loaded (${e.message}); build it with ./build.sh serve`);
@@ -38,6 +38,18 @@ const ops = {
     const start = performance.now();
     const result = await run_selftest();
     return { ...result, ms: performance.now() - start };
+  },
+  // An official .pt checkpoint (ArrayBuffer) and Meta-style config overrides -> the load report.
+  async loadSam2({ bytes, name, overrides = [] }) {
+    await ready;
+    return load_sam2(new Uint8Array(bytes), name, overrides);
+  },
+  // A preprocessed [1, 3, S, S] input (Float32Array) -> every encoder stage, {name: {shape, data}}.
+  async encoderStages({ input }) {
+    await ready;
+    const start = performance.now();
+    const stages = await encoder_stages(input);
+    return { stages, ms: performance.now() - start };
   },
 };
 

@@ -6,6 +6,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::weights::Generation;
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Sam2Config {
     /// Side of the square model input (`model.image_size`); a multiple of 32.
@@ -13,6 +15,73 @@ pub struct Sam2Config {
     pub image_encoder: ImageEncoderConfig,
     pub memory_attention: MemoryAttentionConfig,
     pub memory_encoder: MemoryEncoderConfig,
+    /// `SAM2Base`'s own settings (YAML keys directly under `model:`).
+    #[serde(flatten)]
+    pub tracking: TrackingConfig,
+}
+
+/// The settings of `SAM2Base` itself that official configs or the video predictor set, or that differ
+/// between SAM2.0 and SAM2.1. Every other `SAM2Base` flag is fixed at the value all official tiny/small/
+/// base+/large configs share (high-res features in SAM, object scores with MLP, fixed no-object pointer,
+/// MLP pointer projection, mask input used as output, no-memory embedding added directly, ...).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrackingConfig {
+    /// Memory frames a tracked frame attends to: the conditioning frames plus the last `num_maskmem - 1`.
+    pub num_maskmem: usize,
+    /// Object pointers (past frames) in the memory attention, at most.
+    pub max_obj_ptrs_in_encoder: usize,
+    /// Conditioning frames in the memory attention, the temporally closest first (-1: all).
+    pub max_cond_frames_in_attn: i64,
+    /// Take the non-conditioning memories every `r` frames (1: the last ones).
+    pub memory_temporal_stride_for_eval: usize,
+    /// Mask logits -> memory encoder input: `sigmoid(x) * scale + bias`.
+    pub sigmoid_scale_for_mem_enc: f32,
+    pub sigmoid_bias_for_mem_enc: f32,
+    /// Masks from clicks are binarized before the memory encoder (set by `build_sam2_video_predictor`).
+    pub binarize_mask_from_pts_for_mem_enc: bool,
+    /// Multimask output while tracking, and the click counts that use multimask output.
+    pub multimask_output_for_tracking: bool,
+    pub multimask_min_pt_num: usize,
+    pub multimask_max_pt_num: usize,
+    /// SAM2.1: a learned embedding added to the memory of frames where the object is absent.
+    pub no_obj_embed_spatial: bool,
+    /// SAM2.1: temporal encoding of object pointers, projected, signed by the direction of travel.
+    pub add_tpos_enc_to_obj_ptrs: bool,
+    pub proj_tpos_enc_in_obj_ptrs: bool,
+    pub use_signed_tpos_enc_to_obj_ptrs: bool,
+}
+
+impl TrackingConfig {
+    /// `configs/sam2.1/*.yaml` with `build_sam2_video_predictor`'s additions.
+    pub fn sam2_1() -> Self {
+        Self {
+            num_maskmem: 7,
+            max_obj_ptrs_in_encoder: 16,
+            max_cond_frames_in_attn: -1,
+            memory_temporal_stride_for_eval: 1,
+            sigmoid_scale_for_mem_enc: 20.0,
+            sigmoid_bias_for_mem_enc: -10.0,
+            binarize_mask_from_pts_for_mem_enc: true,
+            multimask_output_for_tracking: true,
+            multimask_min_pt_num: 0,
+            multimask_max_pt_num: 1,
+            no_obj_embed_spatial: true,
+            add_tpos_enc_to_obj_ptrs: true,
+            proj_tpos_enc_in_obj_ptrs: true,
+            use_signed_tpos_enc_to_obj_ptrs: true,
+        }
+    }
+
+    /// `configs/sam2/*.yaml`: no no-object embedding, no temporal encoding of object pointers.
+    pub fn sam2_0() -> Self {
+        Self {
+            no_obj_embed_spatial: false,
+            add_tpos_enc_to_obj_ptrs: false,
+            proj_tpos_enc_in_obj_ptrs: false,
+            use_signed_tpos_enc_to_obj_ptrs: false,
+            ..Self::sam2_1()
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -56,23 +125,160 @@ pub struct FpnNeckConfig {
     pub temperature: f32,
 }
 
-/// `sam2.modeling.memory_attention.MemoryAttention` (used from the memory issue on).
+/// `sam2.modeling.memory_attention.MemoryAttention`, nested as its YAML (`memory_attention.layer.
+/// cross_attention.kv_in_dim` is `memory_attention.layer.cross_attention.kv_in_dim` here). Fixed at the value
+/// every official config has: `batch_first` true, `activation` relu; dropout is off at inference.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MemoryAttentionConfig {
     pub d_model: usize,
+    /// Adds `0.1 x curr_pos` to the frame's features before the first layer.
+    pub pos_enc_at_input: bool,
     pub num_layers: usize,
-    pub dim_feedforward: usize,
-    pub kv_in_dim: usize,
+    pub layer: MemoryAttentionLayerConfig,
 }
 
-/// `sam2.modeling.memory_encoder.MemoryEncoder` (used from the memory issue on).
+/// `sam2.modeling.memory_attention.MemoryAttentionLayer`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MemoryAttentionLayerConfig {
+    pub d_model: usize,
+    pub dim_feedforward: usize,
+    /// Where the position encodings are added: self-attention queries/keys, cross-attention keys
+    /// (the memories' encodings), cross-attention queries (the frame's encoding).
+    pub pos_enc_at_attn: bool,
+    pub pos_enc_at_cross_attn_keys: bool,
+    pub pos_enc_at_cross_attn_queries: bool,
+    pub self_attention: RoPEAttentionConfig,
+    pub cross_attention: RoPEAttentionConfig,
+}
+
+/// `sam2.modeling.sam.transformer.RoPEAttention`'s constructor arguments.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RoPEAttentionConfig {
+    pub embedding_dim: usize,
+    pub num_heads: usize,
+    pub downsample_rate: usize,
+    pub rope_theta: f32,
+    /// The grid Meta precomputes its rotary tables for; they are recomputed for the actual token count
+    /// (here always), so this only has to be accepted.
+    pub feat_sizes: [usize; 2],
+    /// Keys are several query-sized grids (memory frames), each rotated like the queries.
+    pub rope_k_repeat: bool,
+    /// Width of the keys and values (None: `embedding_dim`).
+    pub kv_in_dim: Option<usize>,
+}
+
+/// `sam2.modeling.memory_encoder.MemoryEncoder`, nested as its YAML.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MemoryEncoderConfig {
+    /// Width of the pixel features (the image embedding) and of the fused map.
     pub in_dim: usize,
+    /// Width of the memories (`mem_dim`).
     pub out_dim: usize,
+    pub position_encoding: SineEncodingConfig,
+    pub mask_downsampler: MaskDownSamplerConfig,
+    pub fuser: FuserConfig,
+}
+
+/// `PositionEmbeddingSine` with `normalize: true`, `scale: null` (2π), as every official config has it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SineEncodingConfig {
     pub num_pos_feats: usize,
-    pub mask_downsampler_embed_dim: usize,
-    pub fuser_dim: usize,
+    pub temperature: f32,
+}
+
+/// `sam2.modeling.memory_encoder.MaskDownSampler`: `log_stride(total_stride)` convolutions, each widening
+/// the channels by `stride²`, then a 1x1 projection to `embed_dim`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MaskDownSamplerConfig {
+    pub embed_dim: usize,
+    pub kernel_size: usize,
+    pub stride: usize,
+    pub padding: usize,
+    pub total_stride: usize,
+}
+
+/// `sam2.modeling.memory_encoder.Fuser` (no input projection in any official config).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FuserConfig {
+    pub num_layers: usize,
+    pub layer: CXBlockConfig,
+}
+
+/// `sam2.modeling.memory_encoder.CXBlock`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CXBlockConfig {
+    pub dim: usize,
+    pub kernel_size: usize,
+    pub padding: usize,
+    /// The layer scale `gamma` exists when this is positive (its value is only an init).
+    pub layer_scale_init_value: f64,
+    /// Depthwise (groups = dim) or dense 7x7 convolution.
+    pub use_dwconv: bool,
+}
+
+impl MemoryAttentionConfig {
+    /// `configs/sam2.1/sam2.1_hiera_t.yaml` (the same in every official SAM2 / SAM2.1 config).
+    pub fn sam2() -> Self {
+        let rope = |rope_k_repeat, kv_in_dim| RoPEAttentionConfig {
+            embedding_dim: 256,
+            num_heads: 1,
+            downsample_rate: 1,
+            rope_theta: 10000.0,
+            feat_sizes: [64, 64],
+            rope_k_repeat,
+            kv_in_dim,
+        };
+        Self {
+            d_model: 256,
+            pos_enc_at_input: true,
+            num_layers: 4,
+            layer: MemoryAttentionLayerConfig {
+                d_model: 256,
+                dim_feedforward: 2048,
+                pos_enc_at_attn: false,
+                pos_enc_at_cross_attn_keys: true,
+                pos_enc_at_cross_attn_queries: false,
+                self_attention: rope(false, None),
+                cross_attention: rope(true, Some(64)),
+            },
+        }
+    }
+}
+
+impl MemoryEncoderConfig {
+    /// `configs/sam2.1/sam2.1_hiera_t.yaml` (the same in every official SAM2 / SAM2.1 config), with
+    /// `MaskDownSampler`'s default `embed_dim` 256 and `total_stride` 16.
+    pub fn sam2() -> Self {
+        Self {
+            in_dim: 256,
+            out_dim: 64,
+            position_encoding: SineEncodingConfig { num_pos_feats: 64, temperature: 10000.0 },
+            mask_downsampler: MaskDownSamplerConfig {
+                embed_dim: 256,
+                kernel_size: 3,
+                stride: 2,
+                padding: 1,
+                total_stride: 16,
+            },
+            fuser: FuserConfig {
+                num_layers: 2,
+                layer: CXBlockConfig {
+                    dim: 256,
+                    kernel_size: 7,
+                    padding: 3,
+                    layer_scale_init_value: 1e-6,
+                    use_dwconv: true,
+                },
+            },
+        }
+    }
+}
+
+impl MaskDownSamplerConfig {
+    /// Meta's `int(math.log2(total_stride) // math.log2(stride))` (it asserts `stride^n == total_stride`).
+    pub fn num_layers(&self) -> usize {
+        ((self.total_stride as f64).log2().div_euclid((self.stride as f64).log2())) as usize
+    }
 }
 
 /// One Hiera block, as `Hiera.__init__` lays them out.
@@ -139,14 +345,9 @@ impl Sam2Config {
                     temperature: 10000.0,
                 },
             },
-            memory_attention: MemoryAttentionConfig { d_model: 256, num_layers: 4, dim_feedforward: 2048, kv_in_dim: 64 },
-            memory_encoder: MemoryEncoderConfig {
-                in_dim: 256,
-                out_dim: 64,
-                num_pos_feats: 64,
-                mask_downsampler_embed_dim: 256,
-                fuser_dim: 256,
-            },
+            memory_attention: MemoryAttentionConfig::sam2(),
+            memory_encoder: MemoryEncoderConfig::sam2(),
+            tracking: TrackingConfig::sam2_1(),
         }
     }
 
@@ -214,7 +415,66 @@ impl Sam2Config {
         if let Some(b) = t.blocks().iter().find(|b| b.dim_out % b.num_heads != 0) {
             return fail(format!("block width {} does not divide into {} heads", b.dim_out, b.num_heads));
         }
+        self.validate_memory().or_else(fail)
+    }
+
+    /// The memory modules' widths must chain: image embedding -> memory encoder -> memories -> memory
+    /// attention's keys; Meta's code would fail on a shape mismatch deep inside a forward pass.
+    fn validate_memory(&self) -> Result<(), String> {
+        let d = self.image_encoder.neck.d_model;
+        let (ma, me) = (&self.memory_attention, &self.memory_encoder);
+        let (sa, ca) = (&ma.layer.self_attention, &ma.layer.cross_attention);
+        let widths = [ma.d_model, ma.layer.d_model, sa.embedding_dim, ca.embedding_dim, me.in_dim,
+            me.mask_downsampler.embed_dim, me.fuser.layer.dim];
+        if widths.iter().any(|&w| w != d) {
+            return Err(format!(
+                "memory_attention.d_model, layer.d_model, its attentions' embedding_dim, memory_encoder.in_dim, \
+                 mask_downsampler.embed_dim and fuser.layer.dim ({widths:?}) must all be neck.d_model {d}"
+            ));
+        }
+        if ca.kv_in_dim.unwrap_or(ca.embedding_dim) != me.out_dim || me.position_encoding.num_pos_feats != me.out_dim {
+            return Err(format!(
+                "memory_attention.layer.cross_attention.kv_in_dim ({:?}) and memory_encoder.position_encoding.\
+                 num_pos_feats ({}) must be memory_encoder.out_dim ({})",
+                ca.kv_in_dim, me.position_encoding.num_pos_feats, me.out_dim
+            ));
+        }
+        if me.out_dim % 4 != 0 {
+            return Err(format!("memory_encoder.out_dim {} must divide by 4 (sine encoding)", me.out_dim));
+        }
+        for (name, a) in [("self_attention", sa), ("cross_attention", ca)] {
+            let inner = a.embedding_dim / a.downsample_rate.max(1);
+            let bad = a.downsample_rate == 0 || a.num_heads == 0 || inner % a.num_heads != 0;
+            if bad || (inner / a.num_heads) % 4 != 0 {
+                return Err(format!("memory_attention.layer.{name}: the head width must divide by 4 (axial RoPE)"));
+            }
+        }
+        let m = &me.mask_downsampler;
+        if m.stride < 2 || m.stride.pow(m.num_layers() as u32) != m.total_stride || m.total_stride != 16 {
+            return Err(format!(
+                "mask_downsampler: stride {} must reach total_stride {} (the image embedding's stride, 16) exactly",
+                m.stride, m.total_stride
+            ));
+        }
+        let cx = &me.fuser.layer;
+        if cx.kernel_size != 2 * cx.padding + 1 {
+            let k = cx.kernel_size;
+            return Err(format!("fuser.layer: kernel_size {k} must be 2 x padding + 1 (size-preserving)"));
+        }
         Ok(())
+    }
+
+    /// Sets what differs between SAM2.0 and SAM2.1 checkpoints (their keys tell which one a file is).
+    pub fn set_generation(&mut self, generation: Generation) {
+        let base = match generation {
+            Generation::Sam2_0 => TrackingConfig::sam2_0(),
+            Generation::Sam2_1 => TrackingConfig::sam2_1(),
+        };
+        let t = &mut self.tracking;
+        t.no_obj_embed_spatial = base.no_obj_embed_spatial;
+        t.add_tpos_enc_to_obj_ptrs = base.add_tpos_enc_to_obj_ptrs;
+        t.proj_tpos_enc_in_obj_ptrs = base.proj_tpos_enc_in_obj_ptrs;
+        t.use_signed_tpos_enc_to_obj_ptrs = base.use_signed_tpos_enc_to_obj_ptrs;
     }
 
     /// Side of the feature map at the image embedding's stride (16): 64 at 1024.
@@ -279,15 +539,10 @@ impl HieraConfig {
     }
 }
 
-/// Finds the JSON slot of a dotted Hydra key. Meta's keys are nested one level deeper in two places
-/// (`neck.position_encoding.*`, `memory_encoder.{mask_downsampler,fuser.layer}.*`), which this config flattens.
+/// Finds the JSON slot of a dotted Hydra key. Meta's keys are nested one level deeper in one place
+/// (`neck.position_encoding.*`), which this config flattens; the memory modules keep Meta's nesting.
 fn override_slot<'a>(json: &'a mut serde_json::Value, key: &str) -> Option<&'a mut serde_json::Value> {
-    let key = key
-        .replace("neck.position_encoding.", "neck.")
-        .replace("memory_encoder.position_encoding.", "memory_encoder.")
-        .replace("memory_encoder.mask_downsampler.embed_dim", "memory_encoder.mask_downsampler_embed_dim")
-        .replace("memory_encoder.fuser.layer.dim", "memory_encoder.fuser_dim")
-        .replace("memory_attention.layer.", "memory_attention.");
+    let key = key.replace("neck.position_encoding.", "neck.");
     let mut slot = json;
     for part in key.split('.') {
         slot = slot.get_mut(part)?;
@@ -337,7 +592,7 @@ mod tests {
         c.apply_override("++model.memory_encoder.fuser.layer.dim=32").unwrap();
         assert_eq!(c.image_encoder.trunk.stages, vec![1, 1, 2, 1]);
         assert_eq!(c.image_encoder.neck.num_pos_feats, 32);
-        assert_eq!(c.memory_encoder.fuser_dim, 32);
+        assert_eq!(c.memory_encoder.fuser.layer.dim, 32);
         let err = c.apply_override("++model.image_encoder.trunk.warp_factor=9").unwrap_err();
         assert!(err.contains("no such setting"), "{err}");
         assert!(c.apply_override("++model.image_size=[1").is_err());

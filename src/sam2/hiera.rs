@@ -5,12 +5,14 @@
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig, PaddingConfig2d};
-use burn::tensor::module::{attention, interpolate, max_pool2d};
-use burn::tensor::ops::{AttentionModuleOptions, InterpolateMode, InterpolateOptions, MaxPoolOptions, PadMode};
+use burn::tensor::module::max_pool2d;
+use burn::tensor::ops::{MaxPoolOptions, PadMode};
 use burn::tensor::{Device, Tensor};
 
 use super::config::{BlockSpec, HieraConfig};
+use super::interpolate::bicubic;
 use super::sam2_utils::{Act, Mlp};
+use super::transformer::scaled_dot_product_attention;
 
 /// Hiera's LayerNorm epsilon (`partial(nn.LayerNorm, eps=1e-6)`).
 const LN_EPS: f64 = 1e-6;
@@ -103,7 +105,7 @@ impl MultiScaleAttention {
             [h, w] = [pooled.dims()[1], pooled.dims()[2]];
             q = pooled.reshape([b, h * w, heads, head_dim]).swap_dims(1, 2);
         }
-        let out = attention(q, k, v, None, None, AttentionModuleOptions::default());
+        let out = scaled_dot_product_attention(q, k, v);
         self.proj.forward(out.swap_dims(1, 2).reshape([b, h, w, heads * head_dim]))
     }
 }
@@ -193,10 +195,7 @@ impl Hiera {
 
     /// `Hiera._get_pos_embed`: `[1, h, w, C]`.
     pub fn pos_embed(&self, h: usize, w: usize) -> Tensor<4> {
-        let resized = interpolate(
-            self.pos_embed.val(),
-            InterpolateOptions::new(InterpolateMode::Bicubic).with_align_corners(false).with_output_size([h, w]),
-        );
+        let resized = bicubic(self.pos_embed.val(), [h, w]);
         let window = self.pos_embed_window.val();
         let [_, _, wh, ww] = window.dims();
         (resized + window.repeat(&[1, 1, h / wh, w / ww])).permute([0, 2, 3, 1])

@@ -2,8 +2,6 @@
 
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::tensor::module::interpolate;
-use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use burn::tensor::{Device, Tensor};
 
 use super::config::{FpnNeckConfig, ImageEncoderConfig};
@@ -67,10 +65,11 @@ impl FpnNeck {
     }
 }
 
-/// `F.interpolate(x, scale_factor=2.0, mode="nearest")`.
+/// `F.interpolate(x, scale_factor=2.0, mode="nearest")`: each value repeated 2x2, with plain tensor ops (exact;
+/// Burn's interpolate kernels are avoided since its bicubic one loses the device on SwiftShader's WebGPU).
 fn upsample_nearest_x2(x: Tensor<4>) -> Tensor<4> {
-    let [_, _, h, w] = x.dims();
-    interpolate(x, InterpolateOptions::new(InterpolateMode::Nearest).with_align_corners(false).with_output_size([2 * h, 2 * w]))
+    let [b, c, h, w] = x.dims();
+    x.reshape([b, c, h, 1, w, 1]).expand([b, c, h, 2, w, 2]).reshape([b, c, 2 * h, 2 * w])
 }
 
 /// `ImageEncoder`: trunk, neck, then drop the `scalp` lowest-resolution levels.

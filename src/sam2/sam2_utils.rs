@@ -1,6 +1,6 @@
 //! Small shared pieces of `sam2/modeling/sam2_utils.py`.
 
-use burn::module::Module;
+use burn::module::{Module, Param};
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{Device, Tensor, activation};
 
@@ -49,5 +49,33 @@ impl Mlp {
             }
         }
         if self.sigmoid_output { activation::sigmoid(x) } else { x }
+    }
+}
+
+/// `sam2_utils.LayerNorm2d`: LayerNorm over the channels of an NCHW map (eps 1e-6), used by the mask
+/// decoder's upscaling, the prompt encoder's mask path and the memory encoder.
+#[derive(Module, Debug)]
+pub struct LayerNorm2d {
+    pub weight: Param<Tensor<1>>,
+    pub bias: Param<Tensor<1>>,
+}
+
+impl LayerNorm2d {
+    const EPS: f64 = 1e-6;
+
+    pub fn new(channels: usize, device: &Device) -> Self {
+        Self {
+            weight: Param::from_tensor(Tensor::ones([channels], device)),
+            bias: Param::from_tensor(Tensor::zeros([channels], device)),
+        }
+    }
+
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let c = self.weight.dims()[0];
+        let mean = x.clone().mean_dim(1);
+        let centered = x - mean;
+        let var = centered.clone().powi_scalar(2).mean_dim(1);
+        let normed = centered / (var + Self::EPS).sqrt();
+        normed * self.weight.val().reshape([1, c, 1, 1]) + self.bias.val().reshape([1, c, 1, 1])
     }
 }

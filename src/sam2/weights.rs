@@ -7,35 +7,16 @@
 //! the model consumes or one of the SAM2 parts listed in [`NOT_YET_PORTED`].
 
 use burn::store::{ModuleSnapshot, PyTorchToBurnAdapter, bridge};
-use burn::tensor::TensorData;
+use burn::tensor::{Device, TensorData};
 use pytorch_reader::{DType, PytorchReader};
 use serde::Serialize;
 
+use super::config::Sam2Config;
 use super::sam2_base::Sam2Base;
 
 /// Checkpoint key prefixes of SAM2 modules this port does not build yet. Their tensors are accepted (the
 /// official checkpoints hold them) but not loaded. Shrinks as the port grows.
-pub const NOT_YET_PORTED: &[&str] = &[
-    "sam_prompt_encoder.",
-    "sam_mask_decoder.transformer.",
-    "sam_mask_decoder.iou_token.",
-    "sam_mask_decoder.mask_tokens.",
-    "sam_mask_decoder.obj_score_token.",
-    "sam_mask_decoder.output_upscaling.",
-    "sam_mask_decoder.output_hypernetworks_mlps.",
-    "sam_mask_decoder.iou_prediction_head.",
-    "sam_mask_decoder.pred_obj_score_head.",
-    "memory_attention.",
-    "memory_encoder.",
-    "maskmem_tpos_enc",
-    "no_mem_embed",
-    "no_mem_pos_enc",
-    "no_obj_ptr",
-    "no_obj_embed_spatial",
-    "obj_ptr_proj.",
-    "obj_ptr_tpos_proj.",
-    "mask_downsample.",
-];
+pub const NOT_YET_PORTED: &[&str] = &[];
 
 /// SAM2.0 and SAM2.1 checkpoints differ in a few modules; the keys tell which one a file is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -89,6 +70,14 @@ impl Checkpoint {
 
     pub fn keys(&self) -> impl Iterator<Item = &str> {
         self.tensors.iter().map(|(k, ..)| k.as_str())
+    }
+
+    /// Builds the model of `config` for this checkpoint's generation (SAM2.0 or SAM2.1) and loads it.
+    pub fn into_model(self, mut config: Sam2Config, device: &Device) -> Result<(Sam2Base, LoadReport), String> {
+        config.set_generation(self.generation);
+        let mut model = Sam2Base::new(&config, device);
+        let report = self.load_into(&mut model)?;
+        Ok((model, report))
     }
 
     /// Puts the weights into `model`, refusing missing, unexpected or wrongly shaped tensors (all named).

@@ -1,7 +1,7 @@
 // Shared set-up for the browser tests: Debian's Chromium, headless, with WebGPU through SwiftShader
 // (see ../shared/docs/browser-testing.md), and the same static server `./build.sh serve` uses.
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -71,4 +71,40 @@ export function memseg(...args) {
 export function maxAbsDiff(a, b) {
   if (a.length !== b.length) throw new Error(`length ${a.length} != ${b.length}`);
   return Math.max(...a.map((v, i) => Math.abs(v - b[i])));
+}
+
+export const fixturesDir = join(repo, 'tests/fixtures');
+
+/** Reads a .safetensors file (F32 and U8 tensors): {metadata, tensors: {name: {shape, data}}}. */
+export function readSafetensors(path) {
+  const bytes = readFileSync(path);
+  const headerLength = Number(bytes.readBigUInt64LE(0));
+  const header = JSON.parse(bytes.subarray(8, 8 + headerLength).toString('utf8'));
+  const body = 8 + headerLength;
+  const tensors = {};
+  for (const [name, entry] of Object.entries(header)) {
+    if (name === '__metadata__') continue;
+    const { dtype, shape, data_offsets: [from, to] } = entry;
+    const raw = bytes.subarray(body + from, body + to);
+    const copy = new Uint8Array(raw).buffer; // aligned copy
+    const data = dtype === 'F32' ? new Float32Array(copy) : dtype === 'U8' ? new Uint8Array(copy) : null;
+    if (!data) throw new Error(`${path}: ${name} has unsupported dtype ${dtype}`);
+    tensors[name] = { shape, data };
+  }
+  return { metadata: header.__metadata__ ?? {}, tensors };
+}
+
+/** Max |a - b| / std(b), the parity measure of tests/encoder_parity.rs. */
+export function relativeError(ours, reference) {
+  const n = reference.length;
+  if (ours.length !== n) throw new Error(`length ${ours.length} != ${n}`);
+  let mean = 0;
+  for (const v of reference) mean += v / n;
+  let variance = 0;
+  let max = 0;
+  for (let i = 0; i < n; i++) {
+    variance += (reference[i] - mean) ** 2 / n;
+    max = Math.max(max, Math.abs(ours[i] - reference[i]));
+  }
+  return max / Math.sqrt(variance);
 }

@@ -1,0 +1,314 @@
+//! `sam2/sam2_video_predictor.py`: segmenting a sequence of frames (a video, or the slices of a volume) from
+//! masks or clicks given on some of them, one memory bank per object.
+//!
+//! The flow is Meta's: prompts (`add_new_mask`, `add_new_points_or_box`) are run at once and kept as
+//! temporary outputs; `propagate_in_video` first turns them into conditioning memories (the preflight),
+//! then tracks frame after frame in one direction. Calling it forward from the first prompted frame and then
+//! in reverse from the last one is Meta's `propagate_in_video` order; the reverse pass reuses the memories
+//! the forward pass left in the bank.
+//!
+//! Frames come from a [`FrameSource`] one at a time, and only the current frame's features are kept (Meta
+//! caches the most recent frame too): a volume's memory cost is the banks, not its encoder features. A frame
+//! is encoded once per visit whatever the number of objects.
+
+use std::collections::BTreeMap;
+
+use burn::tensor::Tensor;
+
+use super::interpolate;
+use super::memory_bank::MemoryBank;
+use super::sam2_base::{ImageFeatures, PointInputs, Sam2Base, SamOutput, TrackOutput};
+
+/// Where the frames come from: preprocessed model inputs `[1, 3, S, S]` on the model's device.
+pub trait FrameSource {
+    fn num_frames(&self) -> usize;
+    fn frame(&self, index: usize) -> Result<Tensor<4>, String>;
+}
+
+/// What happened on one frame for one object, as the tests and the UI see it.
+#[derive(Clone, Debug)]
+pub struct FrameOutput {
+    pub frame: usize,
+    pub object: usize,
+    pub reverse: bool,
+    /// True for frames given by the user (their stored output is returned, nothing is recomputed).
+    pub conditioning: bool,
+    /// Low-resolution mask logits `[1, 1, S/4, S/4]`.
+    pub pred_masks: Tensor<4>,
+    pub object_score_logits: Tensor<2>,
+    pub obj_ptr: Tensor<2>,
+    /// The frame's memory as stored in the bank.
+    pub maskmem_features: Option<Tensor<4>>,
+    /// The memory-conditioned features (tracked frames only).
+    pub pix_feat_with_mem: Option<Tensor<4>>,
+}
+
+/// One object's prompts, temporary outputs and memory bank (`*_per_obj[obj_idx]` in Meta's state).
+#[derive(Default)]
+pub struct ObjectState {
+    pub bank: MemoryBank,
+    point_inputs: BTreeMap<usize, PointInputs>,
+    mask_inputs: BTreeMap<usize, Tensor<4>>,
+    /// Outputs of prompted frames not yet in the bank, and whether they are conditioning frames.
+    temp: BTreeMap<usize, (TrackOutput, bool)>,
+    /// Frames tracked so far and the direction they were tracked in.
+    frames_tracked: BTreeMap<usize, bool>,
+}
+
+pub struct VideoPredictor<'a> {
+    model: &'a Sam2Base,
+    frames: Box<dyn FrameSource + 'a>,
+    objects: Vec<ObjectState>,
+    /// The features of the most recently visited frame.
+    cached: Option<(usize, ImageFeatures)>,
+}
+
+impl<'a> VideoPredictor<'a> {
+    pub fn new(model: &'a Sam2Base, frames: Box<dyn FrameSource + 'a>) -> Self {
+        Self { model, frames, objects: Vec::new(), cached: None }
+    }
+
+    pub fn num_frames(&self) -> usize {
+        self.frames.num_frames()
+    }
+
+    pub fn object(&self, index: usize) -> Option<&ObjectState> {
+        self.objects.get(index)
+    }
+
+    fn object_mut(&mut self, index: usize) -> &mut ObjectState {
+        if self.objects.len() <= index {
+            self.objects.resize_with(index + 1, ObjectState::default);
+        }
+        &mut self.objects[index]
+    }
+
+    fn features(&mut self, frame: usize) -> Result<ImageFeatures, String> {
+        if let Some((f, features)) = &self.cached {
+            if *f == frame {
+                return Ok(features.clone());
+            }
+        }
+        let features = self.model.forward_image(self.frames.frame(frame)?);
+        self.cached = Some((frame, features.clone()));
+        Ok(features)
+    }
+
+    fn check_frame(&self, frame: usize) -> Result<(), String> {
+        let n = self.num_frames();
+        if frame >= n {
+            return Err(format!("frame {frame} is out of range: the sequence has {n} frames"));
+        }
+        Ok(())
+    }
+
+    /// `add_new_mask`: a 0/1 mask `[1, 1, H, W]` of the frame (any size; resized to the model's with
+    /// antialiased bilinear and thresholded at 0.5 as Meta does). Returns the frame's output.
+    pub fn add_new_mask(&mut self, frame: usize, object: usize, mask: Tensor<4>) -> Result<SamOutput, String> {
+        self.check_frame(frame)?;
+        let s = self.model.image_size();
+        let mask = if mask.dims()[2..] == [s, s] {
+            mask
+        } else {
+            interpolate::bilinear(mask, [s, s], true).greater_equal_elem(0.5).float()
+        };
+        let state = self.object_mut(object);
+        state.point_inputs.remove(&frame);
+        state.mask_inputs.insert(frame, mask.clone());
+        self.run_prompt(frame, object, None, Some(mask), None)
+    }
+
+    /// `add_new_points_or_box`: clicks `[(x, y)]` in frame pixels of a `frame_size` = (width, height) frame
+    /// with labels (1 positive, 0 negative), and optionally a box `[x0, y0, x1, y1]` (added first, as
+    /// labels 2 and 3). With `clear_old_points` they replace the frame's earlier clicks, otherwise they are
+    /// added to them (a box only comes with cleared clicks). Returns the frame's output.
+    #[allow(clippy::too_many_arguments)]
+    pub fn add_new_points_or_box(
+        &mut self,
+        frame: usize,
+        object: usize,
+        points: &[[f32; 2]],
+        labels: &[i32],
+        bbox: Option<[f32; 4]>,
+        clear_old_points: bool,
+        frame_size: [usize; 2],
+    ) -> Result<SamOutput, String> {
+        self.check_frame(frame)?;
+        if points.len() != labels.len() {
+            return Err(format!("{} points but {} labels", points.len(), labels.len()));
+        }
+        if points.is_empty() && bbox.is_none() {
+            return Err("give at least one point or a box".into());
+        }
+        if bbox.is_some() && !clear_old_points {
+            return Err("a box must come first: add it with the earlier clicks cleared".into());
+        }
+        let mut coords: Vec<[f32; 2]> = Vec::new();
+        let mut all_labels: Vec<f32> = Vec::new();
+        if let Some([x0, y0, x1, y1]) = bbox {
+            coords.extend([[x0, y0], [x1, y1]]);
+            all_labels.extend([2.0, 3.0]);
+        }
+        coords.extend_from_slice(points);
+        all_labels.extend(labels.iter().map(|&l| l as f32));
+        // Normalised by the frame size, then scaled to the model input (Meta's normalize_coords=True).
+        let s = self.model.image_size() as f32;
+        let [w, h] = frame_size;
+        let flat: Vec<f32> = coords.iter().flat_map(|[x, y]| [x / w as f32 * s, y / h as f32 * s]).collect();
+        let device = self.model.device();
+        let n = all_labels.len();
+        let mut inputs = PointInputs {
+            coords: Tensor::from_data(burn::tensor::TensorData::new(flat, [1, n, 2]), &device),
+            labels: Tensor::from_data(burn::tensor::TensorData::new(all_labels, [1, n]), &device),
+        };
+        let state = self.object_mut(object);
+        if let Some(old) = state.point_inputs.get(&frame).filter(|_| !clear_old_points) {
+            inputs = PointInputs {
+                coords: Tensor::cat(vec![old.coords.clone(), inputs.coords], 1),
+                labels: Tensor::cat(vec![old.labels.clone(), inputs.labels], 1),
+            };
+        }
+        state.mask_inputs.remove(&frame);
+        state.point_inputs.insert(frame, inputs.clone());
+        // Clicks on a frame with an earlier output refine it: the earlier logits go in as a mask prompt.
+        let prev = state
+            .temp
+            .get(&frame)
+            .map(|(o, _)| o.sam.low_res_masks.clone())
+            .or_else(|| state.bank.get(frame).map(|e| e.pred_masks.clone()))
+            .map(|m| m.clamp(-32.0, 32.0));
+        self.run_prompt(frame, object, Some(inputs), None, prev)
+    }
+
+    fn run_prompt(
+        &mut self,
+        frame: usize,
+        object: usize,
+        points: Option<PointInputs>,
+        mask: Option<Tensor<4>>,
+        prev_logits: Option<Tensor<4>>,
+    ) -> Result<SamOutput, String> {
+        let features = self.features(frame)?;
+        let num_frames = self.num_frames();
+        let model = self.model;
+        let state = self.object_mut(object);
+        // A frame not tracked yet starts the object there (like SAM on an image); a tracked frame is corrected.
+        let is_init_cond_frame = !state.frames_tracked.contains_key(&frame);
+        let reverse = state.frames_tracked.get(&frame).copied().unwrap_or(false);
+        let out = model.track_step(
+            frame,
+            is_init_cond_frame,
+            &features,
+            points.as_ref(),
+            mask,
+            &state.bank,
+            num_frames,
+            reverse,
+            false,
+            prev_logits,
+        );
+        let sam = out.sam.clone();
+        state.temp.insert(frame, (out, is_init_cond_frame));
+        Ok(sam)
+    }
+
+    /// `propagate_in_video_preflight`: the prompted frames' memories are encoded and enter the banks.
+    fn preflight(&mut self) -> Result<(), String> {
+        if self.objects.is_empty() {
+            return Err("no object has a mask or clicks yet: add a prompt first".into());
+        }
+        for object in 0..self.objects.len() {
+            let pending: Vec<(usize, (TrackOutput, bool))> = std::mem::take(&mut self.objects[object].temp).into_iter().collect();
+            for (frame, (mut out, is_cond)) in pending {
+                if out.maskmem_features.is_none() {
+                    let features = self.features(frame)?;
+                    out.maskmem_features = Some(self.model.encode_conditioning_memory(&features, &out.sam));
+                }
+                let entry = out.memory_entry().expect("memory encoded above");
+                let bank = &mut self.objects[object].bank;
+                if is_cond {
+                    bank.insert_conditioning(frame, entry);
+                } else {
+                    bank.insert_tracked(frame, entry);
+                }
+            }
+            if self.objects[object].bank.conditioning_frames().next().is_none() {
+                return Err(format!("object {object} has no mask or clicks on any frame"));
+            }
+        }
+        Ok(())
+    }
+
+    /// `propagate_in_video`: tracks every object from `start` (default: the first prompted frame) over at most
+    /// `max_frames` frames (default: all) in one direction, calling `on_frame` with each frame's outputs
+    /// (every object's) as soon as they are ready; `on_frame` returning false stops the run (cancel).
+    pub fn propagate_in_video(
+        &mut self,
+        start: Option<usize>,
+        max_frames: Option<usize>,
+        reverse: bool,
+        mut on_frame: impl FnMut(&[FrameOutput]) -> bool,
+    ) -> Result<(), String> {
+        self.preflight()?;
+        let n = self.num_frames();
+        let start = match start {
+            Some(s) => s,
+            None => self.objects.iter().flat_map(|o| o.bank.conditioning_frames()).min().expect("preflight checked"),
+        };
+        self.check_frame(start)?;
+        let max = max_frames.unwrap_or(n);
+        let order: Vec<usize> = if reverse {
+            let end = start.saturating_sub(max);
+            if start > 0 { (end..=start).rev().collect() } else { Vec::new() }
+        } else {
+            (start..=(start + max).min(n - 1)).collect()
+        };
+        for frame in order {
+            let mut outputs = Vec::with_capacity(self.objects.len());
+            for object in 0..self.objects.len() {
+                outputs.push(self.track_frame(frame, object, reverse, n)?);
+            }
+            if !on_frame(&outputs) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn track_frame(&mut self, frame: usize, object: usize, reverse: bool, n: usize) -> Result<FrameOutput, String> {
+        let state = &self.objects[object];
+        if state.bank.is_conditioning(frame) {
+            let e = state.bank.get(frame).expect("conditioning frame");
+            let out = FrameOutput {
+                frame,
+                object,
+                reverse,
+                conditioning: true,
+                pred_masks: e.pred_masks.clone(),
+                object_score_logits: e.object_score_logits.clone(),
+                obj_ptr: e.obj_ptr.clone(),
+                maskmem_features: Some(e.maskmem_features.clone()),
+                pix_feat_with_mem: None,
+            };
+            self.objects[object].frames_tracked.insert(frame, reverse);
+            return Ok(out);
+        }
+        let features = self.features(frame)?;
+        let model = self.model;
+        let state = &mut self.objects[object];
+        let out = model.track_step(frame, false, &features, None, None, &state.bank, n, reverse, true, None);
+        state.bank.insert_tracked(frame, out.memory_entry().expect("memory encoder ran"));
+        state.frames_tracked.insert(frame, reverse);
+        Ok(FrameOutput {
+            frame,
+            object,
+            reverse,
+            conditioning: false,
+            pred_masks: out.sam.low_res_masks,
+            object_score_logits: out.sam.object_score_logits,
+            obj_ptr: out.sam.obj_ptr,
+            maskmem_features: out.maskmem_features,
+            pix_feat_with_mem: out.pix_feat_with_mem,
+        })
+    }
+}
