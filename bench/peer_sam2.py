@@ -1,6 +1,6 @@
 """Peer timing for `memseg bench`: Meta's own SAM2 code (PyPI `sam2`, PyTorch CPU, fp32).
 
-Run by `memseg bench encoder --peer PYTHON` on the same machine, input size and thread count, so the two are
+Run by `memseg bench encoder|memory-attention --peer PYTHON` on the same machine, input size and thread count, so the two are
 measured side by side. Prints one JSON object. Needs the reference venv of tests/fixtures/make_fixtures.py.
 """
 import argparse
@@ -18,6 +18,8 @@ def main():
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--part", choices=["encoder", "memory-attention"], default="encoder")
+    ap.add_argument("--memories", type=int, default=1, help="past frames attended to (memory-attention)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
@@ -27,16 +29,29 @@ def main():
         overrides += [f"++model.memory_attention.layer.self_attention.feat_sizes=[{g},{g}]",
                       f"++model.memory_attention.layer.cross_attention.feat_sizes=[{g},{g}]"]
     model = build_sam2(a.config, ckpt_path=None, device="cpu", mode="eval", hydra_overrides_extra=overrides)
-    x = torch.randn(1, 3, a.image_size, a.image_size)
+    if a.part == "encoder":
+        x = torch.randn(1, 3, a.image_size, a.image_size)
+        step = lambda: model.forward_image(x)
+    else:
+        # One tracked frame attending to `memories` past frames: their spatial memories and object pointers
+        # (each hidden_dim pointer split into hidden_dim / mem_dim tokens), as _prepare_memory_conditioned_features
+        # assembles them.
+        c, m = model.hidden_dim, model.mem_dim
+        ptr_tokens = a.memories * (c // m)
+        tokens = a.memories * g * g + ptr_tokens
+        curr, curr_pos = torch.randn(g * g, 1, c), torch.randn(g * g, 1, c)
+        memory, memory_pos = torch.randn(tokens, 1, m), torch.randn(tokens, 1, m)
+        step = lambda: model.memory_attention(curr=[curr], curr_pos=[curr_pos], memory=memory,
+                                              memory_pos=memory_pos, num_obj_ptr_tokens=ptr_tokens)
     times = []
     with torch.inference_mode():
         for i in range(a.warmup + a.runs):
             start = time.perf_counter()
-            model.forward_image(x)
+            step()
             if i >= a.warmup:
                 times.append((time.perf_counter() - start) * 1000)
     print(json.dumps({"peer": f"Meta sam2 (PyTorch {torch.__version__} CPU fp32)", "threads": a.threads,
-                      "image_size": a.image_size, "runs_ms": times}))
+                      "image_size": a.image_size, "part": a.part, "memories": a.memories, "runs_ms": times}))
 
 
 if __name__ == "__main__":

@@ -46,11 +46,50 @@ pub fn encoder(config: &Sam2Config, device: &Device, who: &str, warmup: usize, r
     Ok(Timing::new(who, times))
 }
 
+/// Times the memory attention of one tracked frame attending to `memories` past frames (each a spatial
+/// memory of `(S/16)^2` tokens and an object pointer split into `hidden/mem_dim` tokens), as in a tracking step.
+/// Weights and inputs are random: the time does not depend on their values.
+pub fn memory_attention(config: &Sam2Config, device: &Device, who: &str, memories: usize, warmup: usize, runs: usize) -> Result<Timing, String> {
+    let model = Sam2Base::new(config, device);
+    let g = config.image_size / 16;
+    let (c, m) = (config.image_encoder.neck.d_model, config.memory_encoder.out_dim);
+    let ptr_tokens = memories * (c / m);
+    let tokens = memories * g * g + ptr_tokens;
+    let normal = Distribution::Normal(0.0, 1.0);
+    let curr = Tensor::<3>::random([g * g, 1, c], normal, device);
+    let curr_pos = Tensor::<3>::random([g * g, 1, c], normal, device);
+    let memory = Tensor::<3>::random([tokens, 1, m], normal, device);
+    let memory_pos = Tensor::<3>::random([tokens, 1, m], normal, device);
+    let mut times = Vec::with_capacity(runs);
+    for i in 0..warmup + runs {
+        let start = Instant::now();
+        let out = model.memory_attention.forward(curr.clone(), curr_pos.clone(), memory.clone(), memory_pos.clone(), ptr_tokens);
+        out.slice([0..1, 0..1, 0..1]).into_data();
+        if i >= warmup {
+            times.push(start.elapsed().as_secs_f64() * 1000.0);
+        }
+    }
+    Ok(Timing::new(who, times))
+}
+
+/// Which part `bench/peer_sam2.py` times.
+pub enum PeerPart {
+    Encoder,
+    MemoryAttention { memories: usize },
+}
+
 /// Runs `bench/peer_sam2.py` with `python` (a venv with Meta's `sam2`), on the same size and threads.
-pub fn pytorch_peer(python: &str, image_size: usize, threads: usize, warmup: usize, runs: usize) -> Result<Timing, String> {
+pub fn pytorch_peer(python: &str, part: PeerPart, image_size: usize, threads: usize, warmup: usize, runs: usize) -> Result<Timing, String> {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/bench/peer_sam2.py");
+    let part_args = match part {
+        PeerPart::Encoder => vec!["--part".to_string(), "encoder".to_string()],
+        PeerPart::MemoryAttention { memories } => {
+            vec!["--part".into(), "memory-attention".into(), "--memories".into(), memories.to_string()]
+        }
+    };
     let out = Command::new(python)
         .args([script, "--image-size", &image_size.to_string(), "--threads", &threads.to_string()])
+        .args(part_args)
         .args(["--warmup", &warmup.to_string(), "--runs", &runs.to_string()])
         .output()
         .map_err(|e| format!("cannot run the peer with {python}: {e}"))?;

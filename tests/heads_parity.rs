@@ -11,102 +11,16 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use burn::tensor::{Device, Tensor, TensorData};
+mod common;
+
+use burn::tensor::{Device, Tensor};
+use common::{VideoFixture as Fixture, fixtures};
 use memseg::backend::{Preference, init_native};
 use memseg::sam2::mask_decoder::select_best_mask;
-use memseg::sam2::weights::Checkpoint;
-use memseg::sam2::{Sam2Base, Sam2Config, transforms};
-use safetensors::SafeTensors;
+use memseg::sam2::Sam2Base;
 
 const REL_TOL: f32 = 1e-4;
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
-
-struct Fixture {
-    dir: PathBuf,
-    meta: serde_json::Value,
-    bytes: Vec<u8>,
-}
-
-impl Fixture {
-    fn open(path: &Path) -> Self {
-        let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        let (_, meta) = SafeTensors::read_metadata(&bytes).unwrap();
-        let meta = serde_json::from_str(&meta.metadata().as_ref().unwrap()["memseg"]).unwrap();
-        Self { dir: path.parent().unwrap().to_path_buf(), meta, bytes }
-    }
-
-    /// The model of the fixture's config and checkpoint, loaded strictly.
-    fn model(&self, device: &Device) -> Sam2Base {
-        let mut config = Sam2Config::tiny();
-        for o in self.meta["hydra_overrides_extra"].as_array().unwrap() {
-            let o = o.as_str().unwrap();
-            // The memory attention's settings do not shape the heads (and are the memory modules' business).
-            if let Err(e) = config.apply_override(o) {
-                assert!(o.contains("model.memory_attention."), "{e}");
-            }
-        }
-        config.validate().unwrap();
-        let checkpoint = self.dir.join(self.meta["checkpoint"].as_str().unwrap());
-        Checkpoint::from_pt_file(&checkpoint).unwrap().into_model(config, device).unwrap().0
-    }
-
-    /// A stored tensor by its logical key (resolved through the metadata's `aliases`), as f32.
-    fn tensor(&self, key: &str) -> Option<(Vec<usize>, Vec<f32>)> {
-        let key = self.meta["aliases"].get(key).and_then(|a| a.as_str()).unwrap_or(key);
-        let st = SafeTensors::deserialize(&self.bytes).unwrap();
-        let view = st.tensor(key).ok()?;
-        let values = match view.dtype() {
-            safetensors::Dtype::F32 => {
-                view.data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect()
-            }
-            safetensors::Dtype::U8 => view.data().iter().map(|&b| b as f32).collect(),
-            other => panic!("{key}: unexpected dtype {other:?}"),
-        };
-        Some((view.shape().to_vec(), values))
-    }
-
-    fn load<const D: usize>(&self, key: &str, device: &Device) -> Option<Tensor<D>> {
-        let (shape, values) = self.tensor(key)?;
-        assert_eq!(shape.len(), D, "{key}: rank");
-        Some(Tensor::from_data(TensorData::new(values, shape), device))
-    }
-
-    /// The recorded calls of `module`, in call order.
-    fn calls(&self, module: &str) -> Vec<Call> {
-        let Some(calls) = self.meta["calls"][module].as_array() else { return Vec::new() };
-        calls
-            .iter()
-            .map(|c| Call {
-                k: c["k"].as_u64().unwrap() as usize,
-                phase: c["step_or_phase"].as_str().unwrap_or_default().to_string(),
-                frame: c["frame"].as_u64().map(|f| f as usize),
-                scalars: c["scalars"].clone(),
-            })
-            .collect()
-    }
-
-    /// Frame `f` of `frames_u8` as Meta's model input (the frames are S x S: no resize).
-    fn frame(&self, f: usize, device: &Device) -> Tensor<4> {
-        let (shape, pixels) = self.tensor("frames_u8").expect("frames_u8");
-        let [_, h, w, _] = shape[..] else { panic!("frames_u8 shape {shape:?}") };
-        let bytes: Vec<u8> = pixels[f * h * w * 3..(f + 1) * h * w * 3].iter().map(|&v| v as u8).collect();
-        let image = image::RgbImage::from_raw(w as u32, h as u32, bytes).unwrap();
-        transforms::preprocess_rgb8(&image, h, device)
-    }
-}
-
-/// One recorded module call (metadata `calls.<module>[j]`).
-struct Call {
-    k: usize,
-    /// `prompt.<i>`, `preflight.<p>` or `step.<k>`.
-    phase: String,
-    /// The frame whose features the call used.
-    frame: Option<usize>,
-    scalars: serde_json::Value,
-}
 
 fn values<const D: usize>(t: &Tensor<D>) -> (Vec<usize>, Vec<f32>) {
     let data = t.to_data();

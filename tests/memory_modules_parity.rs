@@ -10,118 +10,17 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use burn::tensor::{Device, Tensor, TensorData, activation};
+mod common;
+
+use burn::tensor::{Device, Tensor, activation};
+use common::{VideoFixture as Fixture, fixtures, std_dev, values, video_fixtures};
 use memseg::backend::{Preference, init_native};
-use memseg::sam2::weights::Checkpoint;
-use memseg::sam2::{Sam2Base, Sam2Config};
-use safetensors::SafeTensors;
+use memseg::sam2::Sam2Config;
 
 const REL_TOL: f32 = 1e-4;
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
 
-/// The video fixtures of a folder, by file name.
-fn video_fixtures(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
-        .unwrap_or_default();
-    files.retain(|p| p.to_string_lossy().ends_with(".video.safetensors"));
-    files.sort();
-    files
-}
 
-struct Fixture {
-    name: String,
-    dir: PathBuf,
-    meta: serde_json::Value,
-    bytes: Vec<u8>,
-}
-
-impl Fixture {
-    fn open(path: &Path) -> Self {
-        let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        let (_, meta) = SafeTensors::read_metadata(&bytes).unwrap();
-        let meta = serde_json::from_str(&meta.metadata().as_ref().unwrap()["memseg"]).unwrap();
-        let name = path.file_name().unwrap().to_string_lossy().trim_end_matches(".video.safetensors").to_string();
-        Self { name, dir: path.parent().unwrap().to_path_buf(), meta, bytes }
-    }
-
-    fn config(&self) -> Sam2Config {
-        let mut config = Sam2Config::tiny();
-        for o in self.meta["hydra_overrides_extra"].as_array().unwrap() {
-            // Every key of the reduced configs, the memory modules' included, must apply.
-            config.apply_override(o.as_str().unwrap()).unwrap();
-        }
-        config.validate().unwrap();
-        config
-    }
-
-    /// The model of the fixture's config and checkpoint, loaded strictly (the memory modules included).
-    fn model(&self, device: &Device) -> Sam2Base {
-        let checkpoint = self.dir.join(self.meta["checkpoint"].as_str().unwrap());
-        Checkpoint::from_pt_file(&checkpoint).unwrap().into_model(self.config(), device).unwrap().0
-    }
-
-    /// A stored tensor; identical tensors are stored once, the other keys listed in `aliases`.
-    fn tensor(&self, key: &str) -> Option<(Vec<usize>, Vec<f32>)> {
-        let key = self.meta["aliases"][key].as_str().unwrap_or(key);
-        let st = SafeTensors::deserialize(&self.bytes).unwrap();
-        let view = st.tensor(key).ok()?;
-        let values = match view.dtype() {
-            safetensors::Dtype::F32 => {
-                view.data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect()
-            }
-            other => panic!("{key}: unexpected dtype {other:?}"),
-        };
-        Some((view.shape().to_vec(), values))
-    }
-
-    fn load<const D: usize>(&self, key: &str, device: &Device) -> Option<Tensor<D>> {
-        let (shape, values) = self.tensor(key)?;
-        assert_eq!(shape.len(), D, "{key}: rank");
-        Some(Tensor::from_data(TensorData::new(values, shape), device))
-    }
-
-    /// The recorded calls of `module`: (k, phase, scalars, recorded tensors).
-    fn calls(&self, module: &str) -> Vec<Call> {
-        let calls = self.meta["calls"][module].as_array().cloned().unwrap_or_default();
-        calls
-            .iter()
-            .map(|c| Call {
-                k: c["k"].as_u64().unwrap() as usize,
-                phase: c["step_or_phase"].as_str().unwrap_or("?").to_string(),
-                scalars: c["scalars"].clone(),
-                tensors: c["tensors"].as_array().unwrap().iter().map(|t| t.as_str().unwrap().to_string()).collect(),
-            })
-            .collect()
-    }
-}
-
-struct Call {
-    k: usize,
-    phase: String,
-    scalars: serde_json::Value,
-    tensors: Vec<String>,
-}
-
-impl Call {
-    fn has(&self, names: &[&str]) -> bool {
-        names.iter().all(|n| self.tensors.iter().any(|t| t == n))
-    }
-}
-
-fn values<const D: usize>(t: &Tensor<D>) -> (Vec<usize>, Vec<f32>) {
-    let data = t.to_data();
-    (data.shape().to_vec(), data.convert::<f32>().try_to_vec::<f32>().unwrap())
-}
-
-fn std_dev(v: &[f32]) -> f32 {
-    let n = v.len() as f64;
-    let mean = v.iter().map(|&x| x as f64).sum::<f64>() / n;
-    (v.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / n).sqrt() as f32
-}
 
 /// `max |err| / std(reference)` per compared tensor.
 #[derive(Default)]

@@ -14,21 +14,50 @@ pub fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
 
+/// The video fixtures of a folder, by file name.
+pub fn video_fixtures(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    files.retain(|p| p.to_string_lossy().ends_with(".video.safetensors"));
+    files.sort();
+    files
+}
+
 /// The reduced video fixtures committed in the repo.
 pub fn reduced_video_fixtures() -> Vec<PathBuf> {
-    let mut all: Vec<PathBuf> = std::fs::read_dir(fixtures())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.to_string_lossy().ends_with(".video.safetensors"))
-        .collect();
-    all.sort();
-    all
+    video_fixtures(&fixtures())
+}
+
+/// The full-size fixtures, when `MEMSEG_FULL_FIXTURES` names the folder `make_fixtures.py --full` wrote.
+pub fn full_fixtures_dir() -> Option<PathBuf> {
+    std::env::var_os("MEMSEG_FULL_FIXTURES").map(PathBuf::from)
 }
 
 pub struct VideoFixture {
     pub path: PathBuf,
+    /// The file name without `.video.safetensors`, e.g. `tiny21_reduced_128.mid`.
+    pub name: String,
     pub meta: serde_json::Value,
     bytes: Vec<u8>,
+}
+
+/// One recorded module call (metadata `calls.<module>[j]`).
+pub struct Call {
+    pub k: usize,
+    /// `prompt.<i>`, `preflight.<p>` or `step.<k>`.
+    pub phase: String,
+    /// The frame whose features the call used.
+    pub frame: Option<usize>,
+    pub scalars: serde_json::Value,
+    /// The tensors the fixture recorded for this call (`in.<arg>`, `out.<i>`).
+    pub tensors: Vec<String>,
+}
+
+impl Call {
+    pub fn has(&self, names: &[&str]) -> bool {
+        names.iter().all(|n| self.tensors.iter().any(|t| t == n))
+    }
 }
 
 impl VideoFixture {
@@ -36,11 +65,8 @@ impl VideoFixture {
         let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let (_, header) = SafeTensors::read_metadata(&bytes).unwrap();
         let meta = serde_json::from_str(&header.metadata().as_ref().unwrap()["memseg"]).unwrap();
-        Self { path: path.to_path_buf(), meta, bytes }
-    }
-
-    pub fn name(&self) -> String {
-        self.path.file_name().unwrap().to_string_lossy().into_owned()
+        let name = path.file_name().unwrap().to_string_lossy().trim_end_matches(".video.safetensors").to_string();
+        Self { path: path.to_path_buf(), name, meta, bytes }
     }
 
     pub fn config(&self) -> Sam2Config {
@@ -77,22 +103,33 @@ impl VideoFixture {
 
     pub fn load<const D: usize>(&self, key: &str, device: &Device) -> Option<Tensor<D>> {
         let (shape, values) = self.tensor(key)?;
+        assert_eq!(shape.len(), D, "{key}: rank");
         Some(Tensor::from_data(TensorData::new(values, shape), device))
     }
 
-    /// Frame `f` as Meta's model input: `frames_u8` `[N, S, S, 3]` normalised with ImageNet mean/std.
+    /// The recorded calls of `module`, in call order.
+    pub fn calls(&self, module: &str) -> Vec<Call> {
+        let calls = self.meta["calls"][module].as_array().cloned().unwrap_or_default();
+        calls
+            .iter()
+            .map(|c| Call {
+                k: c["k"].as_u64().unwrap() as usize,
+                phase: c["step_or_phase"].as_str().unwrap_or("?").to_string(),
+                frame: c["frame"].as_u64().map(|f| f as usize),
+                scalars: c["scalars"].clone(),
+                tensors: c["tensors"].as_array().unwrap().iter().map(|t| t.as_str().unwrap().to_string()).collect(),
+            })
+            .collect()
+    }
+
+    /// Frame `f` of `frames_u8` `[N, S, S, 3]` through our preprocessing (the frames are S x S: no resize),
+    /// which the fixture script checks is Meta's model input bit for bit.
     pub fn frame(&self, f: usize, device: &Device) -> Tensor<4> {
-        let (shape, values) = self.tensor("frames_u8").unwrap();
-        let [_, h, w, _] = [shape[0], shape[1], shape[2], shape[3]];
-        let plane = h * w;
-        let mut data = vec![0f32; 3 * plane];
-        for i in 0..plane {
-            for c in 0..3 {
-                let v = values[(f * plane + i) * 3 + c] / 255.0;
-                data[c * plane + i] = (v - transforms::IMAGENET_MEAN[c]) / transforms::IMAGENET_STD[c];
-            }
-        }
-        Tensor::from_data(TensorData::new(data, [1, 3, h, w]), device)
+        let (shape, pixels) = self.tensor("frames_u8").expect("frames_u8");
+        let [_, h, w, _] = shape[..] else { panic!("frames_u8 shape {shape:?}") };
+        let bytes: Vec<u8> = pixels[f * h * w * 3..(f + 1) * h * w * 3].iter().map(|&v| v as u8).collect();
+        let image = image::RgbImage::from_raw(w as u32, h as u32, bytes).unwrap();
+        transforms::preprocess_rgb8(&image, h, device)
     }
 
     pub fn num_frames(&self) -> usize {
