@@ -19,6 +19,7 @@ def main():
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--part", choices=["encoder", "memory-attention"], default="encoder")
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     ap.add_argument("--memories", type=int, default=1, help="past frames attended to (memory-attention)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
@@ -28,9 +29,11 @@ def main():
     if a.image_size != 1024:
         overrides += [f"++model.memory_attention.layer.self_attention.feat_sizes=[{g},{g}]",
                       f"++model.memory_attention.layer.cross_attention.feat_sizes=[{g},{g}]"]
-    model = build_sam2(a.config, ckpt_path=None, device="cpu", mode="eval", hydra_overrides_extra=overrides)
+    model = build_sam2(a.config, ckpt_path=None, device=a.device, mode="eval", hydra_overrides_extra=overrides)
+    dev = torch.device(a.device)
+    sync = torch.cuda.synchronize if a.device == "cuda" else (lambda: None)
     if a.part == "encoder":
-        x = torch.randn(1, 3, a.image_size, a.image_size)
+        x = torch.randn(1, 3, a.image_size, a.image_size, device=dev)
         step = lambda: model.forward_image(x)
     else:
         # One tracked frame attending to `memories` past frames: their spatial memories and object pointers
@@ -39,8 +42,8 @@ def main():
         c, m = model.hidden_dim, model.mem_dim
         ptr_tokens = a.memories * (c // m)
         tokens = a.memories * g * g + ptr_tokens
-        curr, curr_pos = torch.randn(g * g, 1, c), torch.randn(g * g, 1, c)
-        memory, memory_pos = torch.randn(tokens, 1, m), torch.randn(tokens, 1, m)
+        curr, curr_pos = torch.randn(g * g, 1, c, device=dev), torch.randn(g * g, 1, c, device=dev)
+        memory, memory_pos = torch.randn(tokens, 1, m, device=dev), torch.randn(tokens, 1, m, device=dev)
         step = lambda: model.memory_attention(curr=[curr], curr_pos=[curr_pos], memory=memory,
                                               memory_pos=memory_pos, num_obj_ptr_tokens=ptr_tokens)
     times = []
@@ -48,9 +51,11 @@ def main():
         for i in range(a.warmup + a.runs):
             start = time.perf_counter()
             step()
+            sync()
             if i >= a.warmup:
                 times.append((time.perf_counter() - start) * 1000)
-    print(json.dumps({"peer": f"Meta sam2 (PyTorch {torch.__version__} CPU fp32)", "threads": a.threads,
+    where = torch.cuda.get_device_name() if a.device == "cuda" else "CPU"
+    print(json.dumps({"peer": f"Meta sam2 (PyTorch {torch.__version__} {where} fp32)", "threads": a.threads,
                       "image_size": a.image_size, "part": a.part, "memories": a.memories, "runs_ms": times}))
 
 

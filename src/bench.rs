@@ -79,7 +79,7 @@ pub enum PeerPart {
 }
 
 /// Runs `bench/peer_sam2.py` with `python` (a venv with Meta's `sam2`), on the same size and threads.
-pub fn pytorch_peer(python: &str, part: PeerPart, image_size: usize, threads: usize, warmup: usize, runs: usize) -> Result<Timing, String> {
+pub fn pytorch_peer(python: &str, part: PeerPart, device: &str, image_size: usize, threads: usize, warmup: usize, runs: usize) -> Result<Timing, String> {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/bench/peer_sam2.py");
     let part_args = match part {
         PeerPart::Encoder => vec!["--part".to_string(), "encoder".to_string()],
@@ -90,6 +90,7 @@ pub fn pytorch_peer(python: &str, part: PeerPart, image_size: usize, threads: us
     let out = Command::new(python)
         .args([script, "--image-size", &image_size.to_string(), "--threads", &threads.to_string()])
         .args(part_args)
+        .args(["--device", device])
         .args(["--warmup", &warmup.to_string(), "--runs", &runs.to_string()])
         .output()
         .map_err(|e| format!("cannot run the peer with {python}: {e}"))?;

@@ -65,6 +65,9 @@ struct EncoderBench {
     /// Python with Meta's `sam2` installed: also time Meta's code on the same input size and threads.
     #[arg(long)]
     peer: Option<String>,
+    /// Where the peer runs: cpu (fp32, same threads) or cuda (PyTorch on the GPU, for GPU comparisons).
+    #[arg(long, default_value = "cpu")]
+    peer_device: String,
 }
 
 fn main() -> ExitCode {
@@ -117,7 +120,7 @@ fn bench_encoder(args: EncoderBench) -> Result<Vec<Timing>, String> {
         timings.push(bench::encoder(&config, &compute.device, &who, args.warmup, args.runs)?);
     }
     if let Some(python) = &args.peer {
-        timings.push(bench::pytorch_peer(python, bench::PeerPart::Encoder, args.image_size, threads, args.warmup, args.runs)?);
+        timings.push(bench::pytorch_peer(python, bench::PeerPart::Encoder, &args.peer_device, args.image_size, threads, args.warmup, args.runs)?);
     }
     let (model, size, runs) = (&args.model, args.image_size, args.runs);
     eprintln!("\nimage encoder, SAM2-{model} at {size}x{size}, {threads} CPU threads, median of {runs} runs:");
@@ -143,7 +146,7 @@ fn bench_memory_attention(args: MemoryAttentionBench) -> Result<Vec<(usize, Vec<
         }
         if let Some(python) = &common.peer {
             let part = bench::PeerPart::MemoryAttention { memories: n };
-            timings.push(bench::pytorch_peer(python, part, common.image_size, threads, common.warmup, common.runs)?);
+            timings.push(bench::pytorch_peer(python, part, &common.peer_device, common.image_size, threads, common.warmup, common.runs)?);
         }
         rows.push((n, timings));
     }

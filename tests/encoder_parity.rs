@@ -151,6 +151,20 @@ fn full_tiny_matches_meta_when_fixtures_are_present() {
     check_case(&dir, "tiny20_full_1024", &device, Generation::Sam2_0);
 }
 
+/// The full model at 1024 on wgpu: lavapipe binds at most 128 MiB per buffer, as many WebGPU adapters do, which
+/// the largest intermediates (the first pooling block's q/k/v, global attention scores) would exceed unsplit.
+#[test]
+fn full_tiny_matches_meta_on_wgpu_when_fixtures_are_present() {
+    let Some(dir) = std::env::var_os("MEMSEG_FULL_FIXTURES").map(PathBuf::from) else {
+        return eprintln!("skipped: set MEMSEG_FULL_FIXTURES to the folder of `make_fixtures.py --full`");
+    };
+    let compute = match init_native(Preference::Wgpu) {
+        Ok(c) => c,
+        Err(why) => return eprintln!("skipped: {why}"),
+    };
+    check_case(&dir, "tiny21_full_1024", &compute.device, Generation::Sam2_1);
+}
+
 /// Our preprocessing against Meta's video path (PIL bicubic), on the fixture's 200x300 image: identical input.
 #[test]
 fn preprocessing_matches_pil_bicubic() {

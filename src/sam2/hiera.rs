@@ -14,6 +14,10 @@ use super::interpolate::bicubic;
 use super::sam2_utils::{Act, Mlp};
 use super::transformer::scaled_dot_product_attention;
 
+/// Most q/k/v values computed at once: 2^24 f32 (64 MiB). WebGPU adapters commonly bind at most 128 MiB per
+/// buffer (lavapipe does), and the first pooling block's q/k/v at 1024 px would take 151 MB.
+const MAX_QKV_VALUES: usize = 1 << 24;
+
 /// Hiera's LayerNorm epsilon (`partial(nn.LayerNorm, eps=1e-6)`).
 const LN_EPS: f64 = 1e-6;
 
@@ -88,8 +92,21 @@ impl MultiScaleAttention {
         }
     }
 
-    /// `[B, H, W, dim]` -> `[B, H', W', dim_out]` (H' = H / q_stride when pooling).
+    /// `[B, H, W, dim]` -> `[B, H', W', dim_out]` (H' = H / q_stride when pooling). Windows are independent,
+    /// so a batch whose q/k/v would exceed [`MAX_QKV_VALUES`] runs in chunks of windows.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let [b, h, w, _] = x.dims();
+        let per_window = h * w * self.qkv.weight.dims()[1];
+        let chunk = (MAX_QKV_VALUES / per_window.max(1)).max(1);
+        if b <= chunk {
+            return self.forward_windows(x);
+        }
+        let chunk = b.div_ceil(b.div_ceil(chunk)); // equal chunks
+        let parts = (0..b).step_by(chunk).map(|start| self.forward_windows(x.clone().narrow(0, start, chunk.min(b - start))));
+        Tensor::cat(parts.collect(), 0)
+    }
+
+    fn forward_windows(&self, x: Tensor<4>) -> Tensor<4> {
         let [b, mut h, mut w, _] = x.dims();
         let heads = self.num_heads;
         // [B, HW, 3, heads, head_dim] -> three [B, heads, HW, head_dim]
