@@ -5,12 +5,15 @@
 //! - [`backend`]: the one place where the compute device (wgpu or the Flex CPU backend) is chosen.
 //! - [`sam2`]: the SAM2 / SAM2.1 port (one file per component of Meta's `sam2/modeling`).
 //! - [`imaging`]: DICOM series, NIfTI volumes and PNG / JPEG / TIFF stacks read from bytes; intensity windows to RGB.
+//! - `convert` (native): `memseg convert` / `memseg info`, compact weights files (the format: `sam2::weights`).
 //! - [`selftest`]: a small fixed computation (conv + GELU + matmul) used to check a device end to end.
 //! - `web` (wasm only): the JavaScript bindings, a thin layer over the modules above.
 
 pub mod backend;
 #[cfg(not(target_family = "wasm"))]
 pub mod bench;
+#[cfg(not(target_family = "wasm"))]
+pub mod convert;
 pub mod imaging;
 pub mod sam2;
 pub mod selftest;

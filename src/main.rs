@@ -21,6 +21,10 @@ struct Cli {
 enum Command {
     /// Show which device the core computes on.
     Device,
+    /// Write compact weights (safetensors, f32 or f16, config inside) from an official .pt checkpoint.
+    Convert(memseg::convert::ConvertArgs),
+    /// Describe a weights file (.pt or compact) as JSON: generation, dtype, config, parameter count, size.
+    Info(memseg::convert::InfoArgs),
     /// Run the fixed conv + GELU + matmul check and print its result as JSON.
     Selftest,
     /// Time parts of the model next to Meta's PyTorch code (a peer run side by side).
@@ -90,6 +94,8 @@ fn init(pref: Preference) -> Result<Compute, String> {
 fn run(cli: Cli) -> Result<(), String> {
     let json = match cli.command {
         Command::Device => serde_json::to_string_pretty(&init(cli.backend)?),
+        Command::Convert(args) => serde_json::to_string_pretty(&memseg::convert::convert(&args)?),
+        Command::Info(args) => serde_json::to_string_pretty(&memseg::convert::info(&args)?),
         Command::Selftest => {
             let result = pollster::block_on(memseg::selftest::run(&init(cli.backend)?.device))?;
             serde_json::to_string(&result)

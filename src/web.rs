@@ -6,8 +6,8 @@ use std::cell::RefCell;
 use wasm_bindgen::prelude::*;
 
 use crate::backend::{self, Compute, Preference};
-use crate::sam2::weights::Checkpoint;
-use crate::sam2::{Sam2Base, Sam2Config};
+use crate::sam2::Sam2Base;
+use crate::sam2::weights::{LoadReport, WeightsFormat, load_weights_bytes};
 use crate::selftest;
 use burn::tensor::{Tensor, TensorData};
 
@@ -71,20 +71,25 @@ thread_local! {
     static MODEL: RefCell<Option<Sam2Base>> = const { RefCell::new(None) };
 }
 
-/// Loads an official `.pt` checkpoint (bytes of the file) into a SAM2 model built from the tiny config with
-/// Meta's Hydra-style `overrides` applied (e.g. `++model.image_size=512`). Returns the load report.
+/// Loads weights (bytes of the file): an official `.pt` checkpoint, into a SAM2 model built from the tiny
+/// config, or compact weights from `memseg convert`, into the model of the config they carry; Meta's
+/// Hydra-style `overrides` (e.g. `++model.image_size=512`) apply on top. Returns the load report, the
+/// file's format and the model's input size.
 #[wasm_bindgen]
 pub fn load_sam2(bytes: Vec<u8>, name: String, overrides: Vec<String>) -> Result<JsValue, JsError> {
-    let device = device()?;
-    let mut config = Sam2Config::tiny();
-    for o in &overrides {
-        config.apply_override(o).map_err(|e| JsError::new(&e))?;
+    #[derive(serde::Serialize)]
+    struct Loaded {
+        #[serde(flatten)]
+        report: LoadReport,
+        format: WeightsFormat,
+        image_size: usize,
     }
-    config.validate().map_err(|e| JsError::new(&e))?;
-    let checkpoint = Checkpoint::from_pt_bytes(bytes, &name).map_err(|e| JsError::new(&e))?;
-    let (model, report) = checkpoint.into_model(config, &device).map_err(|e| JsError::new(&e))?;
+    let device = device()?;
+    let weights = load_weights_bytes(bytes, &name).map_err(|e| JsError::new(&e))?;
+    let format = weights.format;
+    let (model, config, report) = weights.into_model(&overrides, &device).map_err(|e| JsError::new(&e))?;
     MODEL.with_borrow_mut(|m| *m = Some(model));
-    to_js(&report)
+    to_js(&Loaded { report, format, image_size: config.image_size })
 }
 
 /// Runs the image encoder (`forward_image`) on a preprocessed `[1, 3, S, S]` input and returns every stage

@@ -39,7 +39,8 @@ const ops = {
     const result = await run_selftest();
     return { ...result, ms: performance.now() - start };
   },
-  // An official .pt checkpoint (ArrayBuffer) and Meta-style config overrides -> the load report.
+  // Weights (ArrayBuffer: an official .pt or compact weights from `memseg convert`) and Meta-style config
+  // overrides -> the load report, with the file's format and the model's image_size.
   async loadSam2({ bytes, name, overrides = [] }) {
     await ready;
     return load_sam2(new Uint8Array(bytes), name, overrides);

@@ -481,6 +481,32 @@ impl Sam2Config {
     pub fn embedding_side(&self) -> usize {
         self.image_size / 16
     }
+
+    /// Reads a config written as `serde_json::to_string(&config)` (how compact weights files carry theirs).
+    /// A setting the JSON lacks keeps its [`Sam2Config::tiny`] value, so files written before a setting
+    /// existed still load (a new setting gets the value official configs share); an unknown one is refused,
+    /// since this memseg could not honour it. Not validated: call [`Sam2Config::validate`].
+    pub fn from_json(json: &str) -> Result<Self, String> {
+        let patch: serde_json::Value = serde_json::from_str(json).map_err(|e| format!("config is not JSON: {e}"))?;
+        let mut value = serde_json::to_value(Self::tiny()).map_err(|e| e.to_string())?;
+        overlay(&mut value, &patch, "")?;
+        serde_json::from_value(value).map_err(|e| format!("config: {e}"))
+    }
+}
+
+/// Writes `patch` over `base`, object by object; a key `base` lacks is an error naming its dotted path.
+fn overlay(base: &mut serde_json::Value, patch: &serde_json::Value, path: &str) -> Result<(), String> {
+    match (base, patch) {
+        (serde_json::Value::Object(base), serde_json::Value::Object(patch)) => {
+            for (key, value) in patch {
+                let at = format!("{path}{key}");
+                let slot = base.get_mut(key).ok_or_else(|| format!("config: unknown setting '{at}'"))?;
+                overlay(slot, value, &format!("{at}."))?;
+            }
+        }
+        (slot, value) => *slot = value.clone(),
+    }
+    Ok(())
 }
 
 impl HieraConfig {
@@ -597,6 +623,20 @@ mod tests {
         assert!(err.contains("no such setting"), "{err}");
         assert!(c.apply_override("++model.image_size=[1").is_err());
         assert!(c.apply_override("image_size").is_err());
+    }
+
+    #[test]
+    fn json_round_trips_keeps_missing_settings_and_refuses_unknown_ones() {
+        let mut c = Sam2Config::small();
+        c.apply_override("++model.image_size=512").unwrap();
+        c.set_generation(Generation::Sam2_0);
+        assert_eq!(Sam2Config::from_json(&serde_json::to_string(&c).unwrap()).unwrap(), c);
+        let old = Sam2Config::from_json(r#"{"image_size": 256, "image_encoder": {"trunk": {"embed_dim": 24}}}"#).unwrap();
+        assert_eq!((old.image_size, old.image_encoder.trunk.embed_dim, old.tracking.num_maskmem), (256, 24, 7));
+        let err = Sam2Config::from_json(r#"{"image_encoder": {"trunk": {"warp_factor": 9}}}"#).unwrap_err();
+        assert!(err.contains("image_encoder.trunk.warp_factor"), "{err}");
+        assert!(Sam2Config::from_json(r#"{"image_size": "big"}"#).is_err());
+        assert!(Sam2Config::from_json("{").is_err());
     }
 
     #[test]
