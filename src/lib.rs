@@ -5,6 +5,8 @@
 //! - [`backend`]: the one place where the compute device (wgpu or the Flex CPU backend) is chosen.
 //! - [`sam2`]: the SAM2 / SAM2.1 port (one file per component of Meta's `sam2/modeling`).
 //! - [`imaging`]: DICOM series, NIfTI volumes and PNG / JPEG / TIFF stacks read from bytes; intensity windows to RGB.
+//! - [`session`]: the few-shot engine: supports and drawn masks -> masks for every slice (memory bank).
+//! - `segment`, `eval`, `progress` (native): `memseg segment` / `memseg eval`, files in and out around the session.
 //! - `convert` (native): `memseg convert` / `memseg info`, compact weights files (the format: `sam2::weights`).
 //! - [`selftest`]: a small fixed computation (conv + GELU + matmul) used to check a device end to end.
 //! - `web` (wasm only): the JavaScript bindings, a thin layer over the modules above.
@@ -16,6 +18,13 @@ pub mod bench;
 pub mod convert;
 pub mod imaging;
 pub mod sam2;
+#[cfg(not(target_family = "wasm"))]
+pub mod eval;
+#[cfg(not(target_family = "wasm"))]
+pub mod progress;
+#[cfg(not(target_family = "wasm"))]
+pub mod segment;
+pub mod session;
 pub mod selftest;
 
 #[cfg(target_family = "wasm")]

@@ -1,11 +1,17 @@
 //! The `memseg` command line: the same core as the browser, for batch work, evaluation and benchmarks.
 
+use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use memseg::backend::{self, Compute, Preference};
 use memseg::bench::{self, Timing};
+use memseg::eval::EvalRequest;
+use memseg::imaging::Modality;
 use memseg::sam2::Sam2Config;
+use memseg::segment::SegmentRequest;
+use memseg::session::{MemoryOptions, Mode, Placement};
 
 #[derive(Parser)]
 #[command(name = "memseg", version, about = "SAM2 segmentation of medical images on your own device")]
@@ -30,6 +36,150 @@ enum Command {
     /// Time parts of the model next to Meta's PyTorch code (a peer run side by side).
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Segment a volume from masks drawn on some slices and/or external supports (SAM2's memory bank).
+    Segment(SegmentArgs),
+    /// FS-MedSAM2's evaluation protocol on a dataset of volumes with label volumes: Dice per class.
+    Eval(EvalArgs),
+}
+
+#[derive(Args)]
+struct SegmentArgs {
+    /// Weights: an official SAM2/SAM2.1 checkpoint (.pt) or a compact file from `memseg convert`.
+    #[arg(long)]
+    weights: PathBuf,
+    /// The query: image files in order, folders of images (sorted by name), a DICOM series folder, or a NIfTI file.
+    #[arg(long, num_args = 1.., required = true)]
+    frames: Vec<PathBuf>,
+    /// A mask drawn on a query slice, INDEX=MASK.png (0-based; 0 is background, other values are classes). Repeatable.
+    #[arg(long = "mask", value_parser = parse_mask)]
+    masks: Vec<(usize, PathBuf)>,
+    /// An external support, IMAGE=MASK.png (another slice, volume or patient). Repeatable.
+    #[arg(long = "support", value_parser = parse_support)]
+    supports: Vec<(PathBuf, PathBuf)>,
+    /// Where supports enter the query sequence: middle, or a slice index (propagate mode).
+    #[arg(long, default_value = "middle")]
+    support_at: String,
+    /// propagate (S1SFQ/kSFQ: slice-to-slice memory, forward then reverse) or supports-only (1S1Q/kS1Q).
+    #[arg(long, default_value = "propagate")]
+    mode: String,
+    #[command(flatten)]
+    memory: MemoryArgs,
+    /// Label values to segment, comma-separated (default: every value found in the masks).
+    #[arg(long, value_delimiter = ',')]
+    classes: Option<Vec<u8>>,
+    #[command(flatten)]
+    imaging: ImagingArgs,
+    /// Ground truth (a NIfTI label volume or a folder of label PNGs): adds Dice and IoU to the report.
+    #[arg(long)]
+    truth: Option<PathBuf>,
+    /// Output folder (created; must not exist unless --overwrite).
+    #[arg(long)]
+    out: PathBuf,
+    /// Also write the low-resolution mask logits as <slice stem>.logits.npy (float32).
+    #[arg(long)]
+    save_logits: bool,
+    #[arg(long)]
+    overwrite: bool,
+    /// A config override in Meta's Hydra form (e.g. ++model.image_size=512), for .pt files of other configs.
+    #[arg(long = "override")]
+    overrides: Vec<String>,
+}
+
+#[derive(Args)]
+struct MemoryArgs {
+    /// At most N conditioning frames (supports, drawn slices) in each slice's memory attention: the closest.
+    #[arg(long)]
+    max_conditioning: Option<usize>,
+    /// SAM2-SGP: use only the K supports most similar to each query slice (cosine of image features).
+    #[arg(long)]
+    select_supports: Option<usize>,
+    /// SAM2-SGP: keep tracked memories by similarity-based eviction instead of the last 6 slices (propagate).
+    #[arg(long)]
+    similarity_eviction: bool,
+}
+
+#[derive(Args)]
+struct ImagingArgs {
+    /// Intensity mapping: ct-abdomen ([-125, 275] HU, the CT default), ct-soft, ct-lung, ct-bone, ct-brain,
+    /// mr (0.5-99.5 percentiles, the MR default), minmax, identity, window:LOW,HIGH or percentile:LOW,HIGH.
+    #[arg(long)]
+    intensity: Option<String>,
+    /// The modality when the files do not say it (NIfTI, images): ct or mr.
+    #[arg(long)]
+    modality: Option<String>,
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    /// Weights (.pt or compact).
+    #[arg(long)]
+    weights: PathBuf,
+    /// DATASET with images/<case>.nii[.gz] and labels/<case>.nii[.gz].
+    #[arg(long)]
+    dataset: PathBuf,
+    /// Label values to evaluate, comma-separated (default: all in the support case).
+    #[arg(long, value_delimiter = ',')]
+    classes: Option<Vec<u8>>,
+    /// The case whose slices are the supports (default: the first by name).
+    #[arg(long)]
+    support_case: Option<String>,
+    /// Support slices per class (centres of equal parts of the class's z-range).
+    #[arg(long, default_value_t = 1)]
+    supports_per_class: usize,
+    /// propagate (S1SFQ from the middle) or supports-only (1S1Q).
+    #[arg(long, default_value = "propagate")]
+    mode: String,
+    #[command(flatten)]
+    memory: MemoryArgs,
+    #[command(flatten)]
+    imaging: ImagingArgs,
+    /// Also write the JSON report here.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    #[arg(long = "override")]
+    overrides: Vec<String>,
+}
+
+fn parse_mask(spec: &str) -> Result<(usize, PathBuf), String> {
+    let (index, path) = spec.split_once('=').ok_or("expected INDEX=MASK.png")?;
+    let index = index.trim().parse().map_err(|e| format!("slice index '{index}': {e}"))?;
+    Ok((index, PathBuf::from(path)))
+}
+
+fn parse_support(spec: &str) -> Result<(PathBuf, PathBuf), String> {
+    let (image, mask) = spec.split_once('=').ok_or("expected IMAGE=MASK.png")?;
+    Ok((PathBuf::from(image), PathBuf::from(mask)))
+}
+
+fn parse_mode(mode: &str, support_at: &str) -> Result<Mode, String> {
+    let at = match support_at {
+        "middle" => Placement::Middle,
+        i => Placement::Index(i.parse().map_err(|_| format!("--support-at: expected middle or a slice index, got '{i}'"))?),
+    };
+    match mode {
+        "propagate" => Ok(Mode::Propagate(at)),
+        "supports-only" => Ok(Mode::SupportsOnly),
+        m => Err(format!("--mode: expected propagate or supports-only, got '{m}'")),
+    }
+}
+
+fn parse_modality(m: &Option<String>) -> Result<Option<Modality>, String> {
+    match m.as_deref() {
+        None => Ok(None),
+        Some("ct") => Ok(Some(Modality::Ct)),
+        Some("mr") => Ok(Some(Modality::Mr)),
+        Some(m) => Err(format!("--modality: expected ct or mr, got '{m}'")),
+    }
+}
+
+impl MemoryArgs {
+    fn options(&self) -> MemoryOptions {
+        MemoryOptions {
+            max_conditioning: self.max_conditioning,
+            select_supports: self.select_supports,
+            similarity_eviction: self.similarity_eviction,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -102,8 +252,54 @@ fn run(cli: Cli) -> Result<(), String> {
         }
         Command::Bench(BenchCommand::Encoder(args)) => serde_json::to_string_pretty(&bench_encoder(args)?),
         Command::Bench(BenchCommand::MemoryAttention(args)) => serde_json::to_string_pretty(&bench_memory_attention(args)?),
+        Command::Segment(args) => {
+            let request = SegmentRequest {
+                mode: parse_mode(&args.mode, &args.support_at)?,
+                memory: args.memory.options(),
+                modality: parse_modality(&args.imaging.modality)?,
+                intensity: args.imaging.intensity,
+                weights: args.weights,
+                frames: args.frames,
+                masks: args.masks,
+                supports: args.supports,
+                classes: args.classes,
+                truth: args.truth,
+                out: args.out,
+                save_logits: args.save_logits,
+                overwrite: args.overwrite,
+                overrides: args.overrides,
+            };
+            let report = memseg::segment::run(&request, &init(cli.backend)?.device)?;
+            serde_json::to_string_pretty(&report)
+        }
+        Command::Eval(args) => {
+            let request = EvalRequest {
+                mode: parse_mode(&args.mode, "middle")?,
+                memory: args.memory.options(),
+                modality: parse_modality(&args.imaging.modality)?,
+                intensity: args.imaging.intensity,
+                weights: args.weights,
+                dataset: args.dataset,
+                classes: args.classes,
+                support_case: args.support_case,
+                supports_per_class: args.supports_per_class,
+                overrides: args.overrides,
+            };
+            let report = memseg::eval::run(&request, &init(cli.backend)?.device)?;
+            eprint!("{}", memseg::eval::table(&report));
+            let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+            if let Some(out) = &args.out {
+                std::fs::write(out, &json).map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+            }
+            Ok(json)
+        }
     };
-    println!("{}", json.map_err(|e| e.to_string())?);
+    // Not println!: a closed pipe (`memseg info W | head -1`) must end the program quietly, not panic.
+    let mut stdout = std::io::stdout().lock();
+    match writeln!(stdout, "{}", json.map_err(|e| e.to_string())?) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(format!("cannot write the result: {e}")),
+        _ => {}
+    }
     Ok(())
 }
 

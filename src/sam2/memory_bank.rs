@@ -26,6 +26,8 @@ pub struct MemoryEntry {
     pub object_score_logits: Tensor<2>,
     /// Low-resolution mask logits `[1, 1, S/4, S/4]`.
     pub pred_masks: Tensor<4>,
+    /// The decoder's predicted IoU `[1, 1]` (SAM2-SGP's eviction compares it).
+    pub iou_score: Tensor<2>,
 }
 
 /// A spatial memory a frame attends to.
@@ -61,10 +63,26 @@ pub struct EntryInfo {
     pub conditioning: bool,
 }
 
+/// Which tracked (non-conditioning) memories a frame attends to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecentMemories {
+    /// SAM2's: the frames just before in the direction of travel (`t-1 .. t-(num_maskmem-1)`, every `stride`).
+    #[default]
+    Neighbours,
+    /// Whatever tracked memories the bank holds on the past side, the closest first: for an eviction policy
+    /// that decides what stays (SAM2-SGP's similarity eviction, in `session.rs`). The closest gets the
+    /// `t-1` temporal encoding, the next `t-2`, and so on.
+    Kept,
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct MemoryBank {
     cond: BTreeMap<usize, MemoryEntry>,
     non_cond: BTreeMap<usize, MemoryEntry>,
+    /// Overrides the config's `max_cond_frames_in_attn` when set.
+    max_conditioning: Option<usize>,
+    recent: RecentMemories,
 }
 
 impl MemoryBank {
@@ -82,6 +100,22 @@ impl MemoryBank {
     /// A frame the model tracked; overwrites the same frame's earlier tracking (a second pass).
     pub fn insert_tracked(&mut self, frame: usize, entry: MemoryEntry) {
         self.non_cond.insert(frame, entry);
+    }
+
+    /// At most `max` conditioning frames in the memory attention (the temporally closest, Meta's
+    /// `select_closest_cond_frames`); `None` keeps the config's `max_cond_frames_in_attn`. The others stay in
+    /// the bank and may still be selected as recent frames, as in Meta's code.
+    pub fn set_max_conditioning(&mut self, max: Option<usize>) {
+        self.max_conditioning = max;
+    }
+
+    pub fn set_recent_memories(&mut self, recent: RecentMemories) {
+        self.recent = recent;
+    }
+
+    /// The tracked frames the bank holds, in frame order.
+    pub fn tracked_frames(&self) -> impl Iterator<Item = usize> + '_ {
+        self.non_cond.keys().copied()
     }
 
     pub fn get(&self, frame: usize) -> Option<&MemoryEntry> {
@@ -120,7 +154,11 @@ impl MemoryBank {
     /// The memories frame `frame` attends to when tracked in the given direction
     /// (`_prepare_memory_conditioned_features`, index logic only). `num_frames` is the video length.
     pub fn select(&self, frame: usize, reverse: bool, num_frames: usize, cfg: &TrackingConfig) -> MemorySelection {
-        let (selected, unselected) = self.closest_conditioning(frame, cfg.max_cond_frames_in_attn);
+        let max_cond = self.max_conditioning.map_or(cfg.max_cond_frames_in_attn, |m| m.max(1) as i64);
+        if self.recent == RecentMemories::Kept {
+            return self.select_kept(frame, reverse, num_frames, cfg, max_cond);
+        }
+        let (selected, unselected) = self.closest_conditioning(frame, max_cond);
         let from_unselected_or_tracked = |t: i64| -> Option<usize> {
             let t = usize::try_from(t).ok()?;
             (self.non_cond.contains_key(&t) || unselected.contains(&t)).then_some(t)
@@ -145,16 +183,7 @@ impl MemoryBank {
         }
 
         let max_ptrs = num_frames.min(cfg.max_obj_ptrs_in_encoder);
-        let sign = if reverse { -1 } else { 1 };
-        // Only conditioning frames in the past (in the direction of travel) give pointers during inference.
-        let mut pointers: Vec<PointerSlot> = selected
-            .iter()
-            .filter(|&&t| if reverse { t >= frame } else { t <= frame })
-            .map(|&t| {
-                let d = f - t as i64;
-                PointerSlot { frame: t, distance: if cfg.use_signed_tpos_enc_to_obj_ptrs { d * sign } else { d.abs() } }
-            })
-            .collect();
+        let mut pointers = conditioning_pointers(&selected, frame, reverse, cfg);
         for t_diff in 1..max_ptrs as i64 {
             let t = if reverse { f + t_diff } else { f - t_diff };
             if t < 0 || t >= num_frames as i64 {
@@ -164,6 +193,22 @@ impl MemoryBank {
                 pointers.push(PointerSlot { frame: t, distance: t_diff });
             }
         }
+        MemorySelection { spatial, pointers, pointer_distance_scale: max_ptrs.saturating_sub(1) }
+    }
+
+    /// [`RecentMemories::Kept`]: the selected conditioning frames as usual, then the kept tracked memories on
+    /// the past side, closest first, for both the spatial memories and the pointers.
+    fn select_kept(&self, frame: usize, reverse: bool, num_frames: usize, cfg: &TrackingConfig, max_cond: i64) -> MemorySelection {
+        let (selected, _) = self.closest_conditioning(frame, max_cond);
+        let mut past: Vec<usize> = self.non_cond.keys().copied().filter(|&t| if reverse { t > frame } else { t < frame }).collect();
+        past.sort_by_key(|&t| t.abs_diff(frame));
+        let mut spatial: Vec<SpatialSlot> =
+            selected.iter().map(|&f| SpatialSlot { frame: f, t_pos: 0, conditioning: true }).collect();
+        let slots = cfg.num_maskmem.saturating_sub(1);
+        spatial.extend(past.iter().take(slots).enumerate().map(|(rank, &t)| SpatialSlot { frame: t, t_pos: slots - rank, conditioning: false }));
+        let max_ptrs = num_frames.min(cfg.max_obj_ptrs_in_encoder);
+        let mut pointers = conditioning_pointers(&selected, frame, reverse, cfg);
+        pointers.extend(past.iter().take(max_ptrs.saturating_sub(1)).map(|&t| PointerSlot { frame: t, distance: t.abs_diff(frame) as i64 }));
         MemorySelection { spatial, pointers, pointer_distance_scale: max_ptrs.saturating_sub(1) }
     }
 
@@ -186,6 +231,20 @@ impl MemoryBank {
     }
 }
 
+/// The pointers of the selected conditioning frames: only those in the past (in the direction of travel)
+/// give pointers during inference; SAM2.1 signs the distance by the direction.
+fn conditioning_pointers(selected: &[usize], frame: usize, reverse: bool, cfg: &TrackingConfig) -> Vec<PointerSlot> {
+    let sign = if reverse { -1 } else { 1 };
+    selected
+        .iter()
+        .filter(|&&t| if reverse { t >= frame } else { t <= frame })
+        .map(|&t| {
+            let d = frame as i64 - t as i64;
+            PointerSlot { frame: t, distance: if cfg.use_signed_tpos_enc_to_obj_ptrs { d * sign } else { d.abs() } }
+        })
+        .collect()
+}
+
 /// Rounds f32 values to bf16 precision (8 significant bits, nearest), staying in f32: Meta's video predictor
 /// stores memories as bf16, and the next frames attend to the rounded values. Veltkamp's splitting
 /// (`c = x * (2^16 + 1)`, `c - (c - x)`) does it with three IEEE operations on any backend (WebGPU has no bf16).
@@ -206,6 +265,7 @@ mod tests {
             obj_ptr: Tensor::zeros([1, 1], &d),
             object_score_logits: Tensor::zeros([1, 1], &d),
             pred_masks: Tensor::zeros([1, 1, 1, 1], &d),
+            iou_score: Tensor::ones([1, 1], &d),
         }
     }
 
@@ -265,6 +325,18 @@ mod tests {
         // Frame 4 is also t-1 ... but it is selected, so only unselected conditioning frames fill recent slots:
         // frame 0 is t-5 (t_pos 2).
         assert_eq!(frames(&s.spatial)[2..], [(0, 2)]);
+    }
+
+    #[test]
+    fn kept_memories_are_selected_closest_first_wherever_they_are() {
+        let mut b = bank(&[10], &[1, 4, 9, 12, 13]);
+        b.set_recent_memories(RecentMemories::Kept);
+        let sel = b.select(11, false, 20, &TrackingConfig::sam2_1());
+        // Conditioning frame 10, then the kept frames before 11: 9 (t-1), 4 (t-2), 1 (t-3).
+        assert_eq!(frames(&sel.spatial), vec![(10, 0), (9, 6), (4, 5), (1, 4)]);
+        assert_eq!(sel.pointers.iter().map(|p| (p.frame, p.distance)).collect::<Vec<_>>(), vec![(10, 1), (9, 2), (4, 7), (1, 10)]);
+        let rev = b.select(11, true, 20, &TrackingConfig::sam2_1());
+        assert_eq!(frames(&rev.spatial), vec![(10, 0), (12, 6), (13, 5)]);
     }
 
     #[test]

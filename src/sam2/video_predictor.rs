@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use burn::tensor::Tensor;
 
 use super::interpolate;
-use super::memory_bank::MemoryBank;
+use super::memory_bank::{MemoryBank, RecentMemories};
 use super::sam2_base::{ImageFeatures, PointInputs, Sam2Base, SamOutput, TrackOutput};
 
 /// Where the frames come from: preprocessed model inputs `[1, 3, S, S]` on the model's device.
@@ -37,6 +37,8 @@ pub struct FrameOutput {
     pub pred_masks: Tensor<4>,
     pub object_score_logits: Tensor<2>,
     pub obj_ptr: Tensor<2>,
+    /// The decoder's predicted IoU of the mask `[1, 1]`.
+    pub iou_score: Tensor<2>,
     /// The frame's memory as stored in the bank.
     pub maskmem_features: Option<Tensor<4>>,
     /// The memory-conditioned features (tracked frames only).
@@ -61,11 +63,45 @@ pub struct VideoPredictor<'a> {
     objects: Vec<ObjectState>,
     /// The features of the most recently visited frame.
     cached: Option<(usize, ImageFeatures)>,
+    /// Image-encoder runs so far (a frame is encoded once per visit, whatever the number of objects).
+    frames_encoded: usize,
+    /// The banks' policy: a cap on conditioning frames (see [`MemoryBank::set_max_conditioning`]) and which
+    /// tracked memories are attended to.
+    max_conditioning: Option<usize>,
+    recent: RecentMemories,
 }
 
 impl<'a> VideoPredictor<'a> {
     pub fn new(model: &'a Sam2Base, frames: Box<dyn FrameSource + 'a>) -> Self {
-        Self { model, frames, objects: Vec::new(), cached: None }
+        Self { model, frames, objects: Vec::new(), cached: None, frames_encoded: 0, max_conditioning: None, recent: RecentMemories::Neighbours }
+    }
+
+    pub fn model(&self) -> &'a Sam2Base {
+        self.model
+    }
+
+    /// How many times the image encoder ran.
+    pub fn frames_encoded(&self) -> usize {
+        self.frames_encoded
+    }
+
+    /// Every object's bank policy: at most `max_conditioning` conditioning frames (the temporally closest)
+    /// in the memory attention instead of the config's `max_cond_frames_in_attn`, and which tracked
+    /// memories a frame attends to.
+    pub fn set_bank_policy(&mut self, max_conditioning: Option<usize>, recent: RecentMemories) {
+        (self.max_conditioning, self.recent) = (max_conditioning, recent);
+        for object in &mut self.objects {
+            object.bank.set_max_conditioning(max_conditioning);
+            object.bank.set_recent_memories(recent);
+        }
+    }
+
+    /// Drops the tracked memories for which `keep(object, frame)` is false (a long volume keeps only what
+    /// later frames can still select; an eviction policy keeps its choice).
+    pub fn retain_tracked(&mut self, keep: impl Fn(usize, usize) -> bool) {
+        for (index, object) in self.objects.iter_mut().enumerate() {
+            object.bank.retain_tracked(|frame| keep(index, frame));
+        }
     }
 
     pub fn num_frames(&self) -> usize {
@@ -78,7 +114,13 @@ impl<'a> VideoPredictor<'a> {
 
     fn object_mut(&mut self, index: usize) -> &mut ObjectState {
         if self.objects.len() <= index {
-            self.objects.resize_with(index + 1, ObjectState::default);
+            let (max, recent) = (self.max_conditioning, self.recent);
+            self.objects.resize_with(index + 1, || {
+                let mut state = ObjectState::default();
+                state.bank.set_max_conditioning(max);
+                state.bank.set_recent_memories(recent);
+                state
+            });
         }
         &mut self.objects[index]
     }
@@ -90,6 +132,7 @@ impl<'a> VideoPredictor<'a> {
             }
         }
         let features = self.model.forward_image(self.frames.frame(frame)?);
+        self.frames_encoded += 1;
         self.cached = Some((frame, features.clone()));
         Ok(features)
     }
@@ -106,12 +149,7 @@ impl<'a> VideoPredictor<'a> {
     /// antialiased bilinear and thresholded at 0.5 as Meta does). Returns the frame's output.
     pub fn add_new_mask(&mut self, frame: usize, object: usize, mask: Tensor<4>) -> Result<SamOutput, String> {
         self.check_frame(frame)?;
-        let s = self.model.image_size();
-        let mask = if mask.dims()[2..] == [s, s] {
-            mask
-        } else {
-            interpolate::bilinear(mask, [s, s], true).greater_equal_elem(0.5).float()
-        };
+        let mask = mask_to_model_size(mask, self.model.image_size());
         let state = self.object_mut(object);
         state.point_inputs.remove(&frame);
         state.mask_inputs.insert(frame, mask.clone());
@@ -212,31 +250,34 @@ impl<'a> VideoPredictor<'a> {
         Ok(sam)
     }
 
-    /// `propagate_in_video_preflight`: the prompted frames' memories are encoded and enter the banks.
+    /// `propagate_in_video_preflight`: the prompted frames' memories are encoded and enter the banks, frame
+    /// by frame so that a frame prompted for several objects is encoded once.
     fn preflight(&mut self) -> Result<(), String> {
         if self.objects.is_empty() {
             return Err("no object has a mask or clicks yet: add a prompt first".into());
         }
-        for object in 0..self.objects.len() {
-            let pending: Vec<(usize, (TrackOutput, bool))> = std::mem::take(&mut self.objects[object].temp).into_iter().collect();
-            for (frame, (mut out, is_cond)) in pending {
-                if out.maskmem_features.is_none() {
-                    let features = self.features(frame)?;
-                    out.maskmem_features = Some(self.model.encode_conditioning_memory(&features, &out.sam));
-                }
-                let entry = out.memory_entry().expect("memory encoded above");
-                let bank = &mut self.objects[object].bank;
-                if is_cond {
-                    bank.insert_conditioning(frame, entry);
-                } else {
-                    bank.insert_tracked(frame, entry);
-                }
+        let mut pending: Vec<(usize, usize, TrackOutput, bool)> = Vec::new();
+        for (object, state) in self.objects.iter_mut().enumerate() {
+            pending.extend(std::mem::take(&mut state.temp).into_iter().map(|(f, (out, cond))| (f, object, out, cond)));
+        }
+        pending.sort_by_key(|(frame, object, ..)| (*frame, *object));
+        for (frame, object, mut out, is_cond) in pending {
+            if out.maskmem_features.is_none() {
+                let features = self.features(frame)?;
+                out.maskmem_features = Some(self.model.encode_conditioning_memory(&features, &out.sam));
             }
-            if self.objects[object].bank.conditioning_frames().next().is_none() {
-                return Err(format!("object {object} has no mask or clicks on any frame"));
+            let entry = out.memory_entry().expect("memory encoded above");
+            let bank = &mut self.objects[object].bank;
+            if is_cond {
+                bank.insert_conditioning(frame, entry);
+            } else {
+                bank.insert_tracked(frame, entry);
             }
         }
-        Ok(())
+        match self.objects.iter().position(|o| o.bank.conditioning_frames().next().is_none()) {
+            Some(object) => Err(format!("object {object} has no mask or clicks on any frame")),
+            None => Ok(()),
+        }
     }
 
     /// `propagate_in_video`: tracks every object from `start` (default: the first prompted frame) over at most
@@ -249,30 +290,43 @@ impl<'a> VideoPredictor<'a> {
         reverse: bool,
         mut on_frame: impl FnMut(&[FrameOutput]) -> bool,
     ) -> Result<(), String> {
-        self.preflight()?;
-        let n = self.num_frames();
-        let start = match start {
-            Some(s) => s,
-            None => self.objects.iter().flat_map(|o| o.bank.conditioning_frames()).min().expect("preflight checked"),
-        };
-        self.check_frame(start)?;
-        let max = max_frames.unwrap_or(n);
-        let order: Vec<usize> = if reverse {
-            let end = start.saturating_sub(max);
-            if start > 0 { (end..=start).rev().collect() } else { Vec::new() }
-        } else {
-            (start..=(start + max).min(n - 1)).collect()
-        };
-        for frame in order {
-            let mut outputs = Vec::with_capacity(self.objects.len());
-            for object in 0..self.objects.len() {
-                outputs.push(self.track_frame(frame, object, reverse, n)?);
-            }
-            if !on_frame(&outputs) {
+        for frame in self.begin_propagation(start, max_frames, reverse)? {
+            if !on_frame(&self.track(frame, reverse)?) {
                 break;
             }
         }
         Ok(())
+    }
+
+    /// The first half of `propagate_in_video`, for callers that step through the frames themselves (the
+    /// session, the browser): runs the preflight and returns the frames to [`track`](Self::track) in order.
+    pub fn begin_propagation(&mut self, start: Option<usize>, max_frames: Option<usize>, reverse: bool) -> Result<Vec<usize>, String> {
+        self.preflight()?;
+        let n = self.num_frames();
+        let start = match start {
+            Some(s) => s,
+            None => self.first_conditioning_frame().expect("preflight checked"),
+        };
+        self.check_frame(start)?;
+        let max = max_frames.unwrap_or(n);
+        Ok(if reverse {
+            let end = start.saturating_sub(max);
+            if start > 0 { (end..=start).rev().collect() } else { Vec::new() }
+        } else {
+            (start..=(start + max).min(n - 1)).collect()
+        })
+    }
+
+    /// The earliest frame with a prompt of any object, once prompts are in the banks (Meta's default start).
+    pub fn first_conditioning_frame(&self) -> Option<usize> {
+        self.objects.iter().flat_map(|o| o.bank.conditioning_frames()).min()
+    }
+
+    /// One frame of a propagation, every object's output (a frame is encoded once for all objects).
+    pub fn track(&mut self, frame: usize, reverse: bool) -> Result<Vec<FrameOutput>, String> {
+        self.check_frame(frame)?;
+        let n = self.num_frames();
+        (0..self.objects.len()).map(|object| self.track_frame(frame, object, reverse, n)).collect()
     }
 
     fn track_frame(&mut self, frame: usize, object: usize, reverse: bool, n: usize) -> Result<FrameOutput, String> {
@@ -287,6 +341,7 @@ impl<'a> VideoPredictor<'a> {
                 pred_masks: e.pred_masks.clone(),
                 object_score_logits: e.object_score_logits.clone(),
                 obj_ptr: e.obj_ptr.clone(),
+                iou_score: e.iou_score.clone(),
                 maskmem_features: Some(e.maskmem_features.clone()),
                 pix_feat_with_mem: None,
             };
@@ -307,8 +362,19 @@ impl<'a> VideoPredictor<'a> {
             pred_masks: out.sam.low_res_masks,
             object_score_logits: out.sam.object_score_logits,
             obj_ptr: out.sam.obj_ptr,
+            iou_score: out.sam.iou_score,
             maskmem_features: out.maskmem_features,
             pix_feat_with_mem: out.pix_feat_with_mem,
         })
+    }
+}
+
+/// A 0/1 mask `[1, 1, H, W]` at the model's size `[1, 1, S, S]`: antialiased bilinear, then >= 0.5 (as
+/// Meta's `add_new_mask`).
+pub fn mask_to_model_size(mask: Tensor<4>, size: usize) -> Tensor<4> {
+    if mask.dims()[2..] == [size, size] {
+        mask
+    } else {
+        interpolate::bilinear(mask, [size, size], true).greater_equal_elem(0.5).float()
     }
 }

@@ -1,0 +1,477 @@
+//! `memseg segment`: a volume (image files, a DICOM series or a NIfTI file) segmented from masks drawn on some
+//! of its slices and/or external supports, through the few-shot [`session`](crate::session).
+//!
+//! Native only (files in, files out). Outputs go to a staging folder renamed to `--out` only when everything
+//! is written, so a failed run never leaves a folder that looks complete:
+//! - `<slice stem>.png` per slice at the slice's own size: 0/255 for one class, the label values for several;
+//! - `<slice stem>.logits.npy` with `--save-logits`: the low-resolution logits, float32 `[S/4, S/4]` for one
+//!   class, `[classes, S/4, S/4]` for several;
+//! - `labels.nii.gz`: the label volume on the input's voxel grid and affine (overlays the input in any viewer);
+//! - `report.json`: inputs, intensity mapping, settings, and per class and slice the area, the volume in mL
+//!   (from the spacing), and Dice / IoU when a ground truth is given.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use image::GrayImage;
+use serde::Serialize;
+
+use crate::imaging::{self, Volume, intensity};
+use crate::progress::Progress;
+use crate::sam2::Sam2Base;
+use crate::session::{MemoryOptions, Mode, Session, SliceOutput, Support, label_map, read_f32};
+
+/// Most distinct non-zero values a mask may hold: more means it is not a mask (a photo, a JPEG-compressed
+/// mask) rather than a label map.
+pub const MAX_CLASSES: usize = 16;
+
+pub struct SegmentRequest {
+    pub weights: PathBuf,
+    /// Image files in order, directories of images (sorted by name), a DICOM series directory, or a NIfTI file.
+    pub frames: Vec<PathBuf>,
+    /// (slice index, mask file) drawn on slices of the query.
+    pub masks: Vec<(usize, PathBuf)>,
+    /// (image, mask) pairs from anywhere: the external supports.
+    pub supports: Vec<(PathBuf, PathBuf)>,
+    pub mode: Mode,
+    pub memory: MemoryOptions,
+    /// Label values to segment; default: every value found in the masks.
+    pub classes: Option<Vec<u8>>,
+    /// An intensity preset or `window:LOW,HIGH` / `percentile:LOW,HIGH`; default by modality.
+    pub intensity: Option<String>,
+    /// Sets the modality when the file does not say (NIfTI, images): `ct` or `mr`.
+    pub modality: Option<imaging::Modality>,
+    /// A ground-truth label volume (NIfTI) or a folder of per-slice label PNGs, for Dice and IoU.
+    pub truth: Option<PathBuf>,
+    pub out: PathBuf,
+    pub save_logits: bool,
+    /// Replace `--out` if it exists.
+    pub overwrite: bool,
+    pub overrides: Vec<String>,
+}
+
+/// `report.json`.
+#[derive(Debug, Serialize)]
+pub struct SegmentReport {
+    /// Written last: a report without it (or no report) means the run did not finish.
+    pub complete: bool,
+    pub input: InputInfo,
+    pub weights: String,
+    pub mode: Mode,
+    pub memory: MemoryOptions,
+    pub classes: Vec<u8>,
+    pub supports: Vec<String>,
+    pub drawn_slices: Vec<usize>,
+    /// Query slices in the order they were produced (a drawn slice can appear twice: both passes).
+    pub order: Vec<usize>,
+    /// Image-encoder runs: one per slice and support, whatever the number of classes.
+    pub frames_encoded: usize,
+    pub seconds: f64,
+    pub per_class: Vec<ClassReport>,
+    pub outputs: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct InputInfo {
+    pub source: String,
+    pub slices: usize,
+    pub width: usize,
+    pub height: usize,
+    pub spacing_mm: [f64; 3],
+    pub modality: imaging::Modality,
+    pub intensity: intensity::IntensityInfo,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ClassReport {
+    pub class: u8,
+    pub voxels: usize,
+    pub volume_ml: f64,
+    /// Over the whole volume, when a ground truth is given.
+    pub dice: Option<f64>,
+    pub iou: Option<f64>,
+    pub slices: Vec<SliceReport>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SliceReport {
+    pub slice: usize,
+    pub area_pixels: usize,
+    pub area_mm2: f64,
+    /// `None` when both the prediction and the truth are empty on this slice.
+    pub dice: Option<f64>,
+    pub iou: Option<f64>,
+}
+
+/// Overlap counts of one class, summed over slices (Dice pooled over slices, as FS-MedSAM2 reports it).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct Overlap {
+    pub predicted: usize,
+    pub truth: usize,
+    pub both: usize,
+}
+
+impl Overlap {
+    pub fn of(pred: &[u8], truth: &[u8], class: u8) -> Self {
+        let mut o = Overlap::default();
+        for (&p, &t) in pred.iter().zip(truth) {
+            let (p, t) = (p == class, t == class);
+            o.predicted += usize::from(p);
+            o.truth += usize::from(t);
+            o.both += usize::from(p && t);
+        }
+        o
+    }
+
+    pub fn add(&mut self, other: Overlap) {
+        self.predicted += other.predicted;
+        self.truth += other.truth;
+        self.both += other.both;
+    }
+
+    pub fn dice(&self) -> Option<f64> {
+        let denominator = self.predicted + self.truth;
+        (denominator > 0).then(|| 2.0 * self.both as f64 / denominator as f64)
+    }
+
+    pub fn iou(&self) -> Option<f64> {
+        let union = self.predicted + self.truth - self.both;
+        (union > 0).then(|| self.both as f64 / union as f64)
+    }
+}
+
+/// A mask file as a label map of `frame`'s size: grey 8- or 16-bit (values must fit 0..=255), at most
+/// [`MAX_CLASSES`] non-zero values, not empty.
+pub fn read_mask(path: &Path, width: usize, height: usize) -> Result<GrayImage, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let name = path.display().to_string();
+    let (w, h, values) = imaging::raster::read_mask(&bytes, &name)?;
+    if (w, h) != (width, height) {
+        return Err(format!("{name}: the mask is {w}x{h} but its image is {width}x{height}"));
+    }
+    if let Some(v) = values.iter().find(|&&v| v > 255) {
+        return Err(format!("{name}: the mask holds the value {v}; label values must be 0..=255"));
+    }
+    let labels = GrayImage::from_raw(w as u32, h as u32, values.iter().map(|&v| v as u8).collect())
+        .ok_or_else(|| format!("{name}: the mask's pixel count does not match its size"))?;
+    let classes = classes_in(&labels);
+    if classes.is_empty() {
+        return Err(format!("{name}: the mask is empty (no object pixel)"));
+    }
+    if classes.len() > MAX_CLASSES {
+        return Err(format!(
+            "{name}: the mask has {} distinct values: not a binary mask or label map (at most {MAX_CLASSES} classes)",
+            classes.len()
+        ));
+    }
+    Ok(labels)
+}
+
+/// The non-zero values of a label map, sorted.
+pub fn classes_in(labels: &GrayImage) -> Vec<u8> {
+    let mut seen = [false; 256];
+    labels.pixels().for_each(|p| seen[p[0] as usize] = true);
+    (1..=255u8).filter(|&v| seen[v as usize]).collect()
+}
+
+/// What `--frames` names: one path (a NIfTI file, a DICOM series folder, a folder of images, one image), or
+/// several image files / folders of images stacked in the order given.
+pub fn load_inputs(inputs: &[PathBuf]) -> Result<Volume, String> {
+    match inputs {
+        [] => Err("no input given".into()),
+        [one] => imaging::read_path(one),
+        many => {
+            let mut files = Vec::new();
+            for path in many {
+                if path.is_dir() {
+                    files.extend(imaging::read_dir_files(path)?);
+                } else {
+                    files.push(imaging::read_input_file(path)?);
+                }
+            }
+            imaging::read_files(&files)
+        }
+    }
+}
+
+/// The query volume from the `--frames` inputs, with the modality override.
+pub fn load_volume(inputs: &[PathBuf], modality: Option<imaging::Modality>) -> Result<Volume, String> {
+    let mut volume = load_inputs(inputs)?;
+    if let Some(m) = modality {
+        volume.modality = m;
+    }
+    Ok(volume)
+}
+
+/// The model of a checkpoint (official `.pt` or memseg's compact file), with Hydra-style overrides.
+pub fn load_model(weights: &Path, overrides: &[String], device: &burn::tensor::Device) -> Result<Sam2Base, String> {
+    let weights_file = crate::sam2::weights::load_weights_file(weights)?;
+    let (model, ..) = weights_file.into_model(overrides, device).map_err(|e| format!("{}: {e}", weights.display()))?;
+    Ok(model)
+}
+
+/// What running a session over a volume gives: labels `[depth][h*w]` at the slices' size, the low-resolution
+/// logits per slice (`[classes * (S/4)^2]`, when kept), and the bookkeeping.
+pub struct VolumeResult {
+    pub labels: Vec<Vec<u8>>,
+    pub logits: Vec<Option<Vec<f32>>>,
+    pub order: Vec<usize>,
+    pub frames_encoded: usize,
+}
+
+/// Runs `session` to the end, turning each slice's logits into a label map as soon as it comes.
+pub fn run_session(
+    model: &Sam2Base,
+    session: &Session,
+    mode: Mode,
+    memory: MemoryOptions,
+    size: (usize, usize),
+    keep_logits: bool,
+    progress: &Progress,
+) -> Result<VolumeResult, String> {
+    let (width, height) = size;
+    let n = session.num_slices();
+    let mut run = pollster::block_on(session.start(model, mode, memory))?;
+    progress.start(run.total_steps(), "segmenting slices");
+    let mut result = VolumeResult { labels: vec![Vec::new(); n], logits: vec![None; n], order: Vec::new(), frames_encoded: 0 };
+    while let Some(output) = pollster::block_on(run.step()) {
+        let output: SliceOutput = output?;
+        let values = pollster::block_on(read_f32(output.at_size(height, width)))?;
+        let per_class: Vec<Vec<f32>> = values.chunks(width * height).map(<[f32]>::to_vec).collect();
+        result.labels[output.slice] = label_map(&per_class, &session.classes);
+        if keep_logits {
+            result.logits[output.slice] = Some(pollster::block_on(read_f32(burn::tensor::Tensor::cat(output.logits, 1)))?);
+        }
+        result.order.push(output.slice);
+        progress.inc();
+    }
+    progress.finish();
+    if let Some(missing) = result.labels.iter().position(Vec::is_empty) {
+        return Err(format!("slice {missing} was not reached by the propagation"));
+    }
+    result.frames_encoded = run.frames_encoded();
+    Ok(result)
+}
+
+pub fn run(req: &SegmentRequest, device: &burn::tensor::Device) -> Result<SegmentReport, String> {
+    let started = Instant::now();
+    let volume = load_volume(&req.frames, req.modality)?;
+    let mapping = match &req.intensity {
+        Some(name) => intensity::preset(name)?,
+        None => intensity::default_for(&volume),
+    };
+    let (slices, intensity_info) = intensity::to_rgb8_with_info(&volume, &mapping)?;
+    let (w, h) = (volume.width, volume.height);
+
+    let drawn: Vec<(usize, GrayImage)> =
+        req.masks.iter().map(|(i, p)| read_mask(p, w, h).map(|m| (*i, m))).collect::<Result<_, _>>()?;
+    let supports = read_supports(&req.supports, &mapping)?;
+    if drawn.is_empty() && supports.is_empty() {
+        return Err("give at least one mask (--mask INDEX=MASK.png) or support (--support IMAGE=MASK.png)".into());
+    }
+    let classes = match &req.classes {
+        Some(c) => c.clone(),
+        None => all_classes(drawn.iter().map(|(_, m)| m).chain(supports.iter().map(|s| &s.labels))),
+    };
+    let truth = req.truth.as_deref().map(|t| read_label_volume(t, &volume)).transpose()?;
+    check_out(&req.out, req.overwrite)?;
+
+    let mut session = Session::new(slices, classes.clone())?;
+    for ((index, path), (_, labels)) in req.masks.iter().zip(drawn) {
+        session.add_query_mask(*index, &path.display().to_string(), labels)?;
+    }
+    let support_names: Vec<String> = supports.iter().map(|s| s.name.clone()).collect();
+    for support in supports {
+        session.add_support(support)?;
+    }
+    let model = load_model(&req.weights, &req.overrides, device)?;
+    let result = run_session(&model, &session, req.mode, req.memory, (w, h), req.save_logits, &Progress::new())?;
+
+    let report = SegmentReport {
+        complete: true,
+        input: InputInfo {
+            source: volume.source.clone(),
+            slices: volume.depth,
+            width: w,
+            height: h,
+            spacing_mm: volume.spacing,
+            modality: volume.modality,
+            intensity: intensity_info,
+        },
+        weights: req.weights.display().to_string(),
+        mode: req.mode,
+        memory: req.memory,
+        classes: classes.clone(),
+        supports: support_names,
+        drawn_slices: req.masks.iter().map(|(i, _)| *i).collect(),
+        order: result.order.clone(),
+        frames_encoded: result.frames_encoded,
+        seconds: started.elapsed().as_secs_f64(),
+        per_class: class_reports(&result.labels, truth.as_deref(), &classes, &volume),
+        outputs: Vec::new(),
+    };
+    write_outputs(req, &volume, &result, report, model.image_size() / 4)
+}
+
+fn read_supports(pairs: &[(PathBuf, PathBuf)], mapping: &intensity::Intensity) -> Result<Vec<Support>, String> {
+    let mut supports = Vec::new();
+    for (image_path, mask_path) in pairs {
+        let volume = load_inputs(std::slice::from_ref(image_path))?;
+        if volume.depth != 1 {
+            return Err(format!("{}: a support is one slice, this holds {}", image_path.display(), volume.depth));
+        }
+        let (mut images, _) = intensity::to_rgb8_with_info(&volume, mapping)?;
+        let labels = read_mask(mask_path, volume.width, volume.height)?;
+        supports.push(Support { name: image_path.display().to_string(), image: images.remove(0), labels });
+    }
+    Ok(supports)
+}
+
+fn all_classes<'a>(maps: impl Iterator<Item = &'a GrayImage>) -> Vec<u8> {
+    let mut classes: Vec<u8> = maps.flat_map(classes_in).collect();
+    classes.sort_unstable();
+    classes.dedup();
+    classes
+}
+
+/// A label volume (NIfTI, or a folder of label PNGs one per slice) on `like`'s grid, as u8 slices.
+pub fn read_label_volume(path: &Path, like: &Volume) -> Result<Vec<Vec<u8>>, String> {
+    let labels = load_inputs(&[path.to_path_buf()])?;
+    let (l, v) = (&labels, like);
+    if (l.width, l.height, l.depth, l.channels) != (v.width, v.height, v.depth, 1) {
+        let (lw, lh, ld, lc) = (l.width, l.height, l.depth, l.channels);
+        let (vw, vh, vd) = (v.width, v.height, v.depth);
+        return Err(format!("{}: the labels are {lw}x{lh}x{ld} ({lc} channels) but the image is {vw}x{vh}x{vd}", path.display()));
+    }
+    let n = labels.width * labels.height;
+    Ok(labels.data.chunks(n).map(|s| s.iter().map(|&v| v.round().clamp(0.0, 255.0) as u8).collect()).collect())
+}
+
+fn class_reports(labels: &[Vec<u8>], truth: Option<&[Vec<u8>]>, classes: &[u8], volume: &Volume) -> Vec<ClassReport> {
+    let [sx, sy, sz] = volume.spacing;
+    classes
+        .iter()
+        .map(|&class| {
+            let mut total = Overlap::default();
+            let slices: Vec<SliceReport> = labels
+                .iter()
+                .enumerate()
+                .map(|(z, pred)| {
+                    let o = match truth {
+                        Some(t) => Overlap::of(pred, &t[z], class),
+                        None => Overlap { predicted: pred.iter().filter(|&&v| v == class).count(), ..Default::default() },
+                    };
+                    total.add(o);
+                    let has_truth = truth.is_some();
+                    SliceReport {
+                        slice: z,
+                        area_pixels: o.predicted,
+                        area_mm2: o.predicted as f64 * sx * sy,
+                        dice: o.dice().filter(|_| has_truth),
+                        iou: o.iou().filter(|_| has_truth),
+                    }
+                })
+                .collect();
+            ClassReport {
+                class,
+                voxels: total.predicted,
+                volume_ml: total.predicted as f64 * sx * sy * sz / 1000.0,
+                dice: total.dice().filter(|_| truth.is_some()),
+                iou: total.iou().filter(|_| truth.is_some()),
+                slices,
+            }
+        })
+        .collect()
+}
+
+/// The staging folder next to `out`; `out` itself must not exist unless `overwrite`.
+fn staging(out: &Path) -> PathBuf {
+    let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
+    out.with_file_name(format!(".{name}.partial"))
+}
+
+/// Checked before any work, so a long run does not end on a refusal.
+fn check_out(out: &Path, overwrite: bool) -> Result<(), String> {
+    if out.exists() && !overwrite {
+        return Err(format!("{} exists; choose another --out or pass --overwrite", out.display()));
+    }
+    Ok(())
+}
+
+/// Writes everything into the staging folder, then renames it to `--out`; on failure the staging folder is
+/// removed, so nothing that looks like a result is left behind.
+fn write_outputs(req: &SegmentRequest, volume: &Volume, result: &VolumeResult, report: SegmentReport, low_res: usize) -> Result<SegmentReport, String> {
+    let stage = staging(&req.out);
+    if stage.exists() {
+        std::fs::remove_dir_all(&stage).map_err(|e| format!("cannot clear {}: {e}", stage.display()))?;
+    }
+    std::fs::create_dir_all(&stage).map_err(|e| format!("cannot create {}: {e}", stage.display()))?;
+    let written = write_staged(&stage, volume, result, report, low_res).and_then(|report| {
+        if req.out.exists() {
+            std::fs::remove_dir_all(&req.out).map_err(|e| format!("cannot replace {}: {e}", req.out.display()))?;
+        }
+        std::fs::rename(&stage, &req.out).map_err(|e| format!("cannot move {} to {}: {e}", stage.display(), req.out.display()))?;
+        Ok(report)
+    });
+    if written.is_err() {
+        let _ = std::fs::remove_dir_all(&stage);
+    }
+    written
+}
+
+fn write_staged(stage: &Path, volume: &Volume, result: &VolumeResult, mut report: SegmentReport, low_res: usize) -> Result<SegmentReport, String> {
+    let fail = |p: &Path, e: &dyn std::fmt::Display| format!("cannot write {}: {e}", p.display());
+    let binary = report.classes.len() == 1;
+    for (z, labels) in result.labels.iter().enumerate() {
+        let stem = &volume.slice_names[z];
+        let pixels = labels.iter().map(|&v| if binary && v > 0 { 255 } else { v }).collect();
+        let png = stage.join(format!("{stem}.png"));
+        GrayImage::from_raw(volume.width as u32, volume.height as u32, pixels)
+            .expect("label map of the slice's size")
+            .save(&png)
+            .map_err(|e| fail(&png, &e))?;
+        report.outputs.push(format!("{stem}.png"));
+        if let Some(logits) = &result.logits[z] {
+            let npy = stage.join(format!("{stem}.logits.npy"));
+            let classes = report.classes.len() as u64;
+            let shape: Vec<u64> =
+                if binary { vec![low_res as u64, low_res as u64] } else { vec![classes, low_res as u64, low_res as u64] };
+            write_npy(&npy, &shape, logits)?;
+            report.outputs.push(format!("{stem}.logits.npy"));
+        }
+    }
+    let nifti = stage.join("labels.nii.gz");
+    let flat: Vec<u8> = result.labels.concat();
+    let bytes = imaging::nifti::write_nifti_labels(&flat, volume, true)?;
+    std::fs::write(&nifti, bytes).map_err(|e| fail(&nifti, &e))?;
+    report.outputs.push("labels.nii.gz".into());
+    report.outputs.push("report.json".into());
+    let json = stage.join("report.json");
+    let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+    std::fs::write(&json, text).map_err(|e| fail(&json, &e))?;
+    Ok(report)
+}
+
+/// Float32 NumPy array.
+fn write_npy(path: &Path, shape: &[u64], values: &[f32]) -> Result<(), String> {
+    use npyz::WriterBuilder;
+    let fail = |e: std::io::Error| format!("cannot write {}: {e}", path.display());
+    let file = std::io::BufWriter::new(std::fs::File::create(path).map_err(fail)?);
+    let mut writer = npyz::WriteOptions::new().default_dtype().shape(shape).writer(file).begin_nd().map_err(fail)?;
+    writer.extend(values.iter().copied()).map_err(fail)?;
+    writer.finish().map_err(fail)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overlap_gives_dice_and_iou() {
+        let o = Overlap::of(&[1, 1, 0, 2], &[1, 0, 1, 2], 1);
+        assert_eq!(o, Overlap { predicted: 2, truth: 2, both: 1 });
+        assert_eq!(o.dice(), Some(0.5));
+        assert_eq!(o.iou(), Some(1.0 / 3.0));
+        assert_eq!(Overlap::of(&[0, 0], &[0, 0], 1).dice(), None);
+    }
+}
