@@ -5,6 +5,7 @@ measured side by side. Prints one JSON object. Needs the reference venv of tests
 """
 import argparse
 import json
+import math
 import time
 
 import torch
@@ -18,7 +19,8 @@ def main():
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--part", choices=["encoder", "memory-attention"], default="encoder")
+    ap.add_argument("--part", choices=["encoder", "memory-attention", "propagate"], default="encoder")
+    ap.add_argument("--slices", type=int, default=10, help="volume length (propagate)")
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     ap.add_argument("--memories", type=int, default=1, help="past frames attended to (memory-attention)")
     a = ap.parse_args()
@@ -29,9 +31,11 @@ def main():
     if a.image_size != 1024:
         overrides += [f"++model.memory_attention.layer.self_attention.feat_sizes=[{g},{g}]",
                       f"++model.memory_attention.layer.cross_attention.feat_sizes=[{g},{g}]"]
+    sync = torch.cuda.synchronize if a.device == "cuda" else (lambda: None)
+    if a.part == "propagate":
+        return propagate(a, overrides, sync)
     model = build_sam2(a.config, ckpt_path=None, device=a.device, mode="eval", hydra_overrides_extra=overrides)
     dev = torch.device(a.device)
-    sync = torch.cuda.synchronize if a.device == "cuda" else (lambda: None)
     if a.part == "encoder":
         x = torch.randn(1, 3, a.image_size, a.image_size, device=dev)
         step = lambda: model.forward_image(x)
@@ -57,6 +61,50 @@ def main():
     where = torch.cuda.get_device_name() if a.device == "cuda" else "CPU"
     print(json.dumps({"peer": f"Meta sam2 (PyTorch {torch.__version__} {where} fp32)", "threads": a.threads,
                       "image_size": a.image_size, "part": a.part, "memories": a.memories, "runs_ms": times}))
+
+
+def synthetic_slice(z, n, size):
+    """The same synthetic slice as memseg's bench::synthetic_slice (a gradient and a disc whose radius follows z)."""
+    import numpy as np
+    r = size * (0.15 + 0.1 * math.sin(z / max(n, 1) * math.pi))
+    c = size / 2
+    y, x = np.mgrid[0:size, 0:size]
+    v = (60 + (x + y) * 60 // (2 * size)).astype(np.uint8)
+    v[np.sqrt((x - c) ** 2 + (y - c) ** 2) < r] = 200
+    return np.stack([v, v, v], -1)
+
+
+def propagate(a, overrides, sync):
+    """Meta's SAM2VideoPredictor over `slices` synthetic frames (JPEG files, as init_state reads them), a mask on
+    the middle frame, propagate forward then reverse; times every tracked frame as it is yielded."""
+    import resource
+    import tempfile
+    import numpy as np
+    from PIL import Image
+    from sam2.build_sam import build_sam2_video_predictor
+    predictor = build_sam2_video_predictor(a.config, ckpt_path=None, device=a.device, hydra_overrides_extra=overrides)
+    mid = a.slices // 2
+    with tempfile.TemporaryDirectory() as d:
+        for z in range(a.slices):
+            Image.fromarray(synthetic_slice(z, a.slices, a.image_size)).save(f"{d}/{z:05d}.jpg", quality=100)
+        with torch.inference_mode():
+            state = predictor.init_state(d)
+            mask = torch.from_numpy(synthetic_slice(mid, a.slices, a.image_size)[..., 0] == 200)
+            predictor.add_new_mask(state, mid, 1, mask)
+            times, start, total = [], time.perf_counter(), time.perf_counter()
+            for reverse in (False, True):
+                for frame, _, masks in predictor.propagate_in_video(state, reverse=reverse):
+                    masks.cpu()
+                    sync()
+                    if frame != mid:
+                        times.append((time.perf_counter() - start) * 1000)
+                    start = time.perf_counter()
+            total = time.perf_counter() - total
+    where = torch.cuda.get_device_name() if a.device == "cuda" else "CPU"
+    peak = torch.cuda.max_memory_allocated() / 2**20 if a.device == "cuda" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"peer": f"Meta sam2 video predictor (PyTorch {torch.__version__} {where} fp32)", "threads": a.threads,
+                      "image_size": a.image_size, "part": a.part, "slices": a.slices, "runs_ms": times,
+                      "total_s": total, "peak_mib": peak}))
 
 
 if __name__ == "__main__":

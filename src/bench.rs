@@ -72,20 +72,105 @@ pub fn memory_attention(config: &Sam2Config, device: &Device, who: &str, memorie
     Ok(Timing::new(who, times))
 }
 
+/// A whole propagation through the session: what a user waits for per slice.
+#[derive(Clone, Debug, Serialize)]
+pub struct PropagateTiming {
+    pub who: String,
+    pub slices: usize,
+    /// Each tracked (not drawn) slice, encoder + memory attention + heads + memory encoder, in visiting order.
+    pub per_slice: Timing,
+    pub total_s: f64,
+    pub frames_encoded: usize,
+    /// Peak resident memory of the process (MiB), natively from /proc; for the GPU, sample the driver outside.
+    pub peak_rss_mib: Option<f64>,
+}
+
+/// Slice `z` of `n` of the synthetic volume used for propagation timings: a grey gradient and a disc whose
+/// radius follows z (the content does not change the time, only keeps masks non-trivial).
+pub fn synthetic_slice(z: usize, n: usize, size: usize) -> image::RgbImage {
+    let r = size as f32 * (0.15 + 0.1 * (z as f32 / n.max(1) as f32 * std::f32::consts::PI).sin());
+    let c = size as f32 / 2.0;
+    image::RgbImage::from_fn(size as u32, size as u32, |x, y| {
+        let d = ((x as f32 - c).powi(2) + (y as f32 - c).powi(2)).sqrt();
+        let v = if d < r { 200 } else { (60 + (x + y) as usize * 60 / (2 * size)) as u8 };
+        image::Rgb([v, v, v])
+    })
+}
+
+/// The middle slice's disc as a label map (class 1).
+pub fn synthetic_mask(n: usize, size: usize) -> image::GrayImage {
+    let slice = synthetic_slice(n / 2, n, size);
+    image::GrayImage::from_fn(size as u32, size as u32, |x, y| image::Luma([u8::from(slice.get_pixel(x, y)[0] == 200)]))
+}
+
+/// Times a propagation over `slices` synthetic slices from a mask drawn on the middle one (S1SFQ order:
+/// forward then reverse), reading each slice's logits back as the CLI does. Weights are random.
+pub fn propagate(config: &Sam2Config, device: &Device, who: &str, slices: usize) -> Result<PropagateTiming, String> {
+    use crate::session::{MemoryOptions, Mode, Placement, Session, read_f32};
+    let model = Sam2Base::new(config, device);
+    let s = config.image_size;
+    let query = (0..slices).map(|z| synthetic_slice(z, slices, s)).collect();
+    let mut session = Session::new(query, vec![1])?;
+    session.add_query_mask(slices / 2, "synthetic", synthetic_mask(slices, s))?;
+    let started = Instant::now();
+    let mut run = pollster::block_on(session.start(&model, Mode::Propagate(Placement::Middle), MemoryOptions::default()))?;
+    let mut times = Vec::new();
+    let mut last = Instant::now();
+    while let Some(out) = pollster::block_on(run.step()) {
+        let out = out?;
+        pollster::block_on(read_f32(out.logits[0].clone()))?;
+        if out.slice != slices / 2 {
+            times.push(last.elapsed().as_secs_f64() * 1000.0);
+        }
+        last = Instant::now();
+    }
+    Ok(PropagateTiming {
+        who: who.into(),
+        slices,
+        per_slice: Timing::new(who, times),
+        total_s: started.elapsed().as_secs_f64(),
+        frames_encoded: run.frames_encoded(),
+        peak_rss_mib: peak_rss_mib(),
+    })
+}
+
+/// VmHWM of this process (Linux), in MiB.
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
 /// Which part `bench/peer_sam2.py` times.
 pub enum PeerPart {
     Encoder,
     MemoryAttention { memories: usize },
+    Propagate { slices: usize },
 }
 
 /// Runs `bench/peer_sam2.py` with `python` (a venv with Meta's `sam2`), on the same size and threads.
 pub fn pytorch_peer(python: &str, part: PeerPart, device: &str, image_size: usize, threads: usize, warmup: usize, runs: usize) -> Result<Timing, String> {
+    pytorch_peer_json(python, part, device, image_size, threads, warmup, runs).map(|(t, _)| t)
+}
+
+/// [`pytorch_peer`] with the peer's whole JSON answer (totals, peak memory).
+pub fn pytorch_peer_json(
+    python: &str,
+    part: PeerPart,
+    device: &str,
+    image_size: usize,
+    threads: usize,
+    warmup: usize,
+    runs: usize,
+) -> Result<(Timing, serde_json::Value), String> {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/bench/peer_sam2.py");
     let part_args = match part {
         PeerPart::Encoder => vec!["--part".to_string(), "encoder".to_string()],
         PeerPart::MemoryAttention { memories } => {
             vec!["--part".into(), "memory-attention".into(), "--memories".into(), memories.to_string()]
         }
+        PeerPart::Propagate { slices } => vec!["--part".into(), "propagate".into(), "--slices".into(), slices.to_string()],
     };
     let out = Command::new(python)
         .args([script, "--image-size", &image_size.to_string(), "--threads", &threads.to_string()])
@@ -98,6 +183,9 @@ pub fn pytorch_peer(python: &str, part: PeerPart, device: &str, image_size: usiz
         return Err(format!("the PyTorch peer failed: {}", String::from_utf8_lossy(&out.stderr)));
     }
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| format!("peer output: {e}"))?;
-    let runs_ms = json["runs_ms"].as_array().ok_or("peer output has no runs_ms")?.iter().filter_map(|v| v.as_f64()).collect();
-    Ok(Timing::new(json["peer"].as_str().unwrap_or("PyTorch"), runs_ms))
+    let runs_ms: Vec<f64> = json["runs_ms"].as_array().ok_or("peer output has no runs_ms")?.iter().filter_map(|v| v.as_f64()).collect();
+    if runs_ms.is_empty() {
+        return Err("the peer timed nothing".into());
+    }
+    Ok((Timing::new(json["peer"].as_str().unwrap_or("PyTorch"), runs_ms), json))
 }

@@ -188,6 +188,17 @@ enum BenchCommand {
     Encoder(EncoderBench),
     /// The memory attention of one tracked frame against 1..7 memory frames (spatial memories + pointers).
     MemoryAttention(MemoryAttentionBench),
+    /// A whole propagation (session, S1SFQ order) over --slices synthetic slices: time per tracked slice, peak memory.
+    Propagate(PropagateBench),
+}
+
+#[derive(Args)]
+struct PropagateBench {
+    #[command(flatten)]
+    common: EncoderBench,
+    /// Slices in the synthetic volume (a mask is drawn on the middle one).
+    #[arg(long, default_value_t = 10)]
+    slices: usize,
 }
 
 #[derive(Args)]
@@ -252,6 +263,7 @@ fn run(cli: Cli) -> Result<(), String> {
         }
         Command::Bench(BenchCommand::Encoder(args)) => serde_json::to_string_pretty(&bench_encoder(args)?),
         Command::Bench(BenchCommand::MemoryAttention(args)) => serde_json::to_string_pretty(&bench_memory_attention(args)?),
+        Command::Bench(BenchCommand::Propagate(args)) => serde_json::to_string_pretty(&bench_propagate(args)?),
         Command::Segment(args) => {
             let request = SegmentRequest {
                 mode: parse_mode(&args.mode, &args.support_at)?,
@@ -332,6 +344,35 @@ fn bench_encoder(args: EncoderBench) -> Result<Vec<Timing>, String> {
         eprintln!("  {:>9.1} ms  {}{ratio}", t.median_ms, t.who);
     }
     Ok(timings)
+}
+
+fn bench_propagate(args: PropagateBench) -> Result<serde_json::Value, String> {
+    let common = &args.common;
+    let (config, threads) = bench_setup(common)?;
+    let mut ours = Vec::new();
+    for name in common.backends.split(',') {
+        let compute = init(name.trim().parse()?)?;
+        ours.push(bench::propagate(&config, &compute.device, &format!("memseg {}", compute.describe()), args.slices)?);
+    }
+    let peer = match &common.peer {
+        Some(python) => {
+            let part = bench::PeerPart::Propagate { slices: args.slices };
+            Some(bench::pytorch_peer_json(python, part, &common.peer_device, common.image_size, threads, 0, 1)?)
+        }
+        None => None,
+    };
+    let size = common.image_size;
+    eprintln!("\npropagation over {} slices, SAM2-{} at {size}x{size}, {threads} CPU threads, median ms per tracked slice:", args.slices, common.model);
+    let peer_ms = peer.as_ref().map(|(t, _)| t.median_ms);
+    for t in &ours {
+        let ratio = peer_ms.map(|p| format!(" ({:.2}x the peer)", t.per_slice.median_ms / p)).unwrap_or_default();
+        let rss = t.peak_rss_mib.map(|m| format!(", peak RSS {m:.0} MiB")).unwrap_or_default();
+        eprintln!("  {:>9.1} ms{ratio}  {} (total {:.1} s, {} encodings{rss})", t.per_slice.median_ms, t.who, t.total_s, t.frames_encoded);
+    }
+    if let Some((t, json)) = &peer {
+        eprintln!("  {:>9.1} ms  {} (total {:.1} s, peak {:.0} MiB)", t.median_ms, t.who, json["total_s"].as_f64().unwrap_or(0.0), json["peak_mib"].as_f64().unwrap_or(0.0));
+    }
+    Ok(serde_json::json!({ "memseg": ours, "peer": peer.map(|(t, json)| serde_json::json!({ "per_slice": t, "raw": json })) }))
 }
 
 fn bench_memory_attention(args: MemoryAttentionBench) -> Result<Vec<(usize, Vec<Timing>)>, String> {
