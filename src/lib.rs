@@ -6,6 +6,7 @@
 //! - [`sam2`]: the SAM2 / SAM2.1 port (one file per component of Meta's `sam2/modeling`).
 //! - [`imaging`]: DICOM series, NIfTI volumes and PNG / JPEG / TIFF stacks read from bytes; intensity windows to RGB.
 //! - [`session`]: the few-shot engine: supports and drawn masks -> masks for every slice (memory bank).
+//! - [`report`]: the run's report (areas, volumes, Dice), shared by `memseg segment` and the browser.
 //! - `segment`, `eval`, `progress` (native): `memseg segment` / `memseg eval`, files in and out around the session.
 //! - `convert` (native): `memseg convert` / `memseg info`, compact weights files (the format: `sam2::weights`).
 //! - [`selftest`]: a small fixed computation (conv + GELU + matmul) used to check a device end to end.
@@ -22,6 +23,7 @@ pub mod sam2;
 pub mod eval;
 #[cfg(not(target_family = "wasm"))]
 pub mod progress;
+pub mod report;
 #[cfg(not(target_family = "wasm"))]
 pub mod segment;
 pub mod session;

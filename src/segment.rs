@@ -14,10 +14,11 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use image::GrayImage;
-use serde::Serialize;
 
 use crate::imaging::{self, Volume, intensity};
 use crate::progress::Progress;
+/// The report types live in [`crate::report`] (shared with the browser); re-exported for `eval`.
+pub use crate::report::{ClassReport, InputInfo, Overlap, SegmentReport, SliceReport, class_reports};
 use crate::sam2::Sam2Base;
 use crate::session::{MemoryOptions, Mode, Session, SliceOutput, Support, label_map, read_f32};
 
@@ -48,96 +49,6 @@ pub struct SegmentRequest {
     /// Replace `--out` if it exists.
     pub overwrite: bool,
     pub overrides: Vec<String>,
-}
-
-/// `report.json`.
-#[derive(Debug, Serialize)]
-pub struct SegmentReport {
-    /// Written last: a report without it (or no report) means the run did not finish.
-    pub complete: bool,
-    pub input: InputInfo,
-    pub weights: String,
-    pub mode: Mode,
-    pub memory: MemoryOptions,
-    pub classes: Vec<u8>,
-    pub supports: Vec<String>,
-    pub drawn_slices: Vec<usize>,
-    /// Query slices in the order they were produced (a drawn slice can appear twice: both passes).
-    pub order: Vec<usize>,
-    /// Image-encoder runs: one per slice and support, whatever the number of classes.
-    pub frames_encoded: usize,
-    pub seconds: f64,
-    pub per_class: Vec<ClassReport>,
-    pub outputs: Vec<String>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct InputInfo {
-    pub source: String,
-    pub slices: usize,
-    pub width: usize,
-    pub height: usize,
-    pub spacing_mm: [f64; 3],
-    pub modality: imaging::Modality,
-    pub intensity: intensity::IntensityInfo,
-}
-
-#[derive(Debug, Serialize)]
-pub struct ClassReport {
-    pub class: u8,
-    pub voxels: usize,
-    pub volume_ml: f64,
-    /// Over the whole volume, when a ground truth is given.
-    pub dice: Option<f64>,
-    pub iou: Option<f64>,
-    pub slices: Vec<SliceReport>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct SliceReport {
-    pub slice: usize,
-    pub area_pixels: usize,
-    pub area_mm2: f64,
-    /// `None` when both the prediction and the truth are empty on this slice.
-    pub dice: Option<f64>,
-    pub iou: Option<f64>,
-}
-
-/// Overlap counts of one class, summed over slices (Dice pooled over slices, as FS-MedSAM2 reports it).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
-pub struct Overlap {
-    pub predicted: usize,
-    pub truth: usize,
-    pub both: usize,
-}
-
-impl Overlap {
-    pub fn of(pred: &[u8], truth: &[u8], class: u8) -> Self {
-        let mut o = Overlap::default();
-        for (&p, &t) in pred.iter().zip(truth) {
-            let (p, t) = (p == class, t == class);
-            o.predicted += usize::from(p);
-            o.truth += usize::from(t);
-            o.both += usize::from(p && t);
-        }
-        o
-    }
-
-    pub fn add(&mut self, other: Overlap) {
-        self.predicted += other.predicted;
-        self.truth += other.truth;
-        self.both += other.both;
-    }
-
-    pub fn dice(&self) -> Option<f64> {
-        let denominator = self.predicted + self.truth;
-        (denominator > 0).then(|| 2.0 * self.both as f64 / denominator as f64)
-    }
-
-    pub fn iou(&self) -> Option<f64> {
-        let union = self.predicted + self.truth - self.both;
-        (union > 0).then(|| self.both as f64 / union as f64)
-    }
 }
 
 /// A mask file as a label map of `frame`'s size: grey 8- or 16-bit (values must fit 0..=255), at most
@@ -289,15 +200,7 @@ pub fn run(req: &SegmentRequest, device: &burn::tensor::Device) -> Result<Segmen
 
     let report = SegmentReport {
         complete: true,
-        input: InputInfo {
-            source: volume.source.clone(),
-            slices: volume.depth,
-            width: w,
-            height: h,
-            spacing_mm: volume.spacing,
-            modality: volume.modality,
-            intensity: intensity_info,
-        },
+        input: InputInfo::of(&volume, intensity_info),
         weights: req.weights.display().to_string(),
         mode: req.mode,
         memory: req.memory,
@@ -313,6 +216,8 @@ pub fn run(req: &SegmentRequest, device: &burn::tensor::Device) -> Result<Segmen
     write_outputs(req, &volume, &result, report, model.image_size() / 4)
 }
 
+/// External supports. An 8-bit image is taken as it is (the picture the user saw and drew on, already
+/// windowed); a DICOM / NIfTI / 16-bit slice gets the query's intensity mapping, so both look alike to the model.
 fn read_supports(pairs: &[(PathBuf, PathBuf)], mapping: &intensity::Intensity) -> Result<Vec<Support>, String> {
     let mut supports = Vec::new();
     for (image_path, mask_path) in pairs {
@@ -320,7 +225,9 @@ fn read_supports(pairs: &[(PathBuf, PathBuf)], mapping: &intensity::Intensity) -
         if volume.depth != 1 {
             return Err(format!("{}: a support is one slice, this holds {}", image_path.display(), volume.depth));
         }
-        let (mut images, _) = intensity::to_rgb8_with_info(&volume, mapping)?;
+        let as_is = volume.kind == imaging::SourceKind::Raster && volume.bit_depth == 8;
+        let own = if as_is { intensity::Intensity::Identity } else { *mapping };
+        let (mut images, _) = intensity::to_rgb8_with_info(&volume, &own)?;
         let labels = read_mask(mask_path, volume.width, volume.height)?;
         supports.push(Support { name: image_path.display().to_string(), image: images.remove(0), labels });
     }
@@ -345,43 +252,6 @@ pub fn read_label_volume(path: &Path, like: &Volume) -> Result<Vec<Vec<u8>>, Str
     }
     let n = labels.width * labels.height;
     Ok(labels.data.chunks(n).map(|s| s.iter().map(|&v| v.round().clamp(0.0, 255.0) as u8).collect()).collect())
-}
-
-fn class_reports(labels: &[Vec<u8>], truth: Option<&[Vec<u8>]>, classes: &[u8], volume: &Volume) -> Vec<ClassReport> {
-    let [sx, sy, sz] = volume.spacing;
-    classes
-        .iter()
-        .map(|&class| {
-            let mut total = Overlap::default();
-            let slices: Vec<SliceReport> = labels
-                .iter()
-                .enumerate()
-                .map(|(z, pred)| {
-                    let o = match truth {
-                        Some(t) => Overlap::of(pred, &t[z], class),
-                        None => Overlap { predicted: pred.iter().filter(|&&v| v == class).count(), ..Default::default() },
-                    };
-                    total.add(o);
-                    let has_truth = truth.is_some();
-                    SliceReport {
-                        slice: z,
-                        area_pixels: o.predicted,
-                        area_mm2: o.predicted as f64 * sx * sy,
-                        dice: o.dice().filter(|_| has_truth),
-                        iou: o.iou().filter(|_| has_truth),
-                    }
-                })
-                .collect();
-            ClassReport {
-                class,
-                voxels: total.predicted,
-                volume_ml: total.predicted as f64 * sx * sy * sz / 1000.0,
-                dice: total.dice().filter(|_| truth.is_some()),
-                iou: total.iou().filter(|_| truth.is_some()),
-                slices,
-            }
-        })
-        .collect()
 }
 
 /// The staging folder next to `out`; `out` itself must not exist unless `overwrite`.
@@ -460,18 +330,4 @@ fn write_npy(path: &Path, shape: &[u64], values: &[f32]) -> Result<(), String> {
     let mut writer = npyz::WriteOptions::new().default_dtype().shape(shape).writer(file).begin_nd().map_err(fail)?;
     writer.extend(values.iter().copied()).map_err(fail)?;
     writer.finish().map_err(fail)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn overlap_gives_dice_and_iou() {
-        let o = Overlap::of(&[1, 1, 0, 2], &[1, 0, 1, 2], 1);
-        assert_eq!(o, Overlap { predicted: 2, truth: 2, both: 1 });
-        assert_eq!(o.dice(), Some(0.5));
-        assert_eq!(o.iou(), Some(1.0 / 3.0));
-        assert_eq!(Overlap::of(&[0, 0], &[0, 0], 1).dice(), None);
-    }
 }

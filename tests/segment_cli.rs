@@ -253,6 +253,51 @@ fn nifti_labels(path: &Path) -> Vec<u8> {
 }
 
 #[test]
+fn external_supports_from_another_case_in_both_modes() {
+    let dir = scratch("supports");
+    let (hu, _) = synthetic_case(DIMS, 0.0);
+    let image = dir.join("query.nii");
+    write_nifti_i16(&image, DIMS, SPACING, &hu);
+    // The support: the middle slice of another "patient" (shifted organs) as a PNG after windowing, and its labels.
+    let (other_hu, other_labels) = synthetic_case(DIMS, 0.03);
+    let [nx, ny, _] = DIMS;
+    let z = 4;
+    let window = |v: i16| ((f32::from(v) + 125.0) / 400.0 * 255.0).round().clamp(0.0, 255.0) as u8;
+    let support = dir.join("support.png");
+    let pixels: Vec<u8> = other_hu[z * nx * ny..(z + 1) * nx * ny].iter().map(|&v| window(v)).collect();
+    image::GrayImage::from_raw(nx as u32, ny as u32, pixels).unwrap().save(&support).unwrap();
+    let mask = dir.join("support_mask.png");
+    let labels: Vec<u8> = other_labels[z * nx * ny..(z + 1) * nx * ny].iter().map(|&v| v as u8).collect();
+    image::GrayImage::from_raw(nx as u32, ny as u32, labels).unwrap().save(&mask).unwrap();
+    for (mode, at, encoded) in [("propagate", "2", 10), ("supports-only", "middle", 10)] {
+        let out = dir.join(mode);
+        let mut args: Vec<String> = ["segment", "--weights", &checkpoint(), "--frames", s(&image), "--modality", "ct"]
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        args.extend(["--support".into(), format!("{}={}", s(&support), s(&mask)), "--support-at".into(), at.into()]);
+        args.extend(["--mode".into(), mode.into(), "--classes".into(), "2".into(), "--out".into(), s(&out).into()]);
+        args.extend(reduced_overrides());
+        let run = memseg(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(run.status.success(), "{mode}: {}", String::from_utf8_lossy(&run.stderr));
+        let report: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+        assert_eq!(report["classes"], serde_json::json!([2]), "{mode}: only the class asked for");
+        assert_eq!(report["frames_encoded"], encoded, "{mode}: 9 slices and the support, each encoded once");
+        let mut order: Vec<usize> = serde_json::from_value(report["order"].clone()).unwrap();
+        if mode == "propagate" {
+            // Inserted before slice 2: forward 2..8, then reverse 1, 0.
+            assert_eq!(order, vec![2, 3, 4, 5, 6, 7, 8, 1, 0]);
+        }
+        order.sort_unstable();
+        assert_eq!(order, (0..9).collect::<Vec<_>>());
+        // One class: binary PNGs (0/255).
+        let png = image::open(out.join("slice_0004.png")).unwrap().to_luma8();
+        assert!(png.pixels().all(|p| p[0] == 0 || p[0] == 255));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn eval_scores_a_synthetic_dataset() {
     let dir = scratch("eval");
     for (case, shift) in [("case_a", 0.0), ("case_b", 0.03), ("case_c", -0.03)] {
