@@ -40,6 +40,45 @@ enum Command {
     Segment(SegmentArgs),
     /// FS-MedSAM2's evaluation protocol on a dataset of volumes with label volumes: Dice per class.
     Eval(EvalArgs),
+    /// Train prompt-free adapters (LW-Adapter, PEG, class tokens) on DIR/images/*.png + DIR/labels/*.png.
+    Train(TrainArgs),
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    /// Base weights (.pt or compact); frozen.
+    #[arg(long)]
+    weights: PathBuf,
+    /// DATASET with images/<stem>.png and labels/<stem>.png (label maps, 0 = background).
+    #[arg(long)]
+    dataset: PathBuf,
+    /// The adapter file to write (rewritten after every epoch; <out>.state.safetensors holds Adam's state).
+    #[arg(long)]
+    out: PathBuf,
+    /// Label values to learn, comma-separated (default: every value found).
+    #[arg(long, value_delimiter = ',')]
+    classes: Option<Vec<u8>>,
+    /// Training size H,W (multiples of 32; default the first image's size rounded up).
+    #[arg(long, value_delimiter = ',')]
+    size: Option<Vec<usize>>,
+    #[arg(long, default_value_t = 8)]
+    rank: usize,
+    #[arg(long, default_value_t = 200)]
+    epochs: usize,
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f64,
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// Fraction of the images (the last by name) kept for validation.
+    #[arg(long, default_value_t = 0.2)]
+    val_fraction: f64,
+    /// Continue from --out and its state file.
+    #[arg(long)]
+    resume: bool,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long = "override")]
+    overrides: Vec<String>,
 }
 
 #[derive(Args)]
@@ -47,6 +86,9 @@ struct SegmentArgs {
     /// Weights: an official SAM2/SAM2.1 checkpoint (.pt) or a compact file from `memseg convert`.
     #[arg(long)]
     weights: PathBuf,
+    /// A trained adapter file (`memseg train`): prompt-free label maps for every image, no masks needed.
+    #[arg(long)]
+    adapter: Option<PathBuf>,
     /// The query: image files in order, folders of images (sorted by name), a DICOM series folder, or a NIfTI file.
     #[arg(long, num_args = 1.., required = true)]
     frames: Vec<PathBuf>,
@@ -264,6 +306,15 @@ fn run(cli: Cli) -> Result<(), String> {
         Command::Bench(BenchCommand::Encoder(args)) => serde_json::to_string_pretty(&bench_encoder(args)?),
         Command::Bench(BenchCommand::MemoryAttention(args)) => serde_json::to_string_pretty(&bench_memory_attention(args)?),
         Command::Bench(BenchCommand::Propagate(args)) => serde_json::to_string_pretty(&bench_propagate(args)?),
+        Command::Segment(args) if args.adapter.is_some() => {
+            if !args.masks.is_empty() || !args.supports.is_empty() {
+                return Err("--adapter segments prompt-free: give no --mask or --support".into());
+            }
+            let adapter = args.adapter.as_deref().expect("checked");
+            let device = init(cli.backend)?.device;
+            let report = memseg::adapter_segment::run(&args.weights, adapter, &args.frames, &args.out, &args.overrides, &device)?;
+            serde_json::to_string_pretty(&report)
+        }
         Command::Segment(args) => {
             let request = SegmentRequest {
                 mode: parse_mode(&args.mode, &args.support_at)?,
@@ -283,6 +334,29 @@ fn run(cli: Cli) -> Result<(), String> {
             };
             let report = memseg::segment::run(&request, &init(cli.backend)?.device)?;
             serde_json::to_string_pretty(&report)
+        }
+        Command::Train(args) => {
+            let size = match args.size.as_deref() {
+                None => None,
+                Some([h, w]) => Some([*h, *w]),
+                Some(_) => return Err("--size: expected H,W".into()),
+            };
+            let request = memseg::train::TrainRequest {
+                weights: args.weights,
+                dataset: args.dataset,
+                out: args.out,
+                classes: args.classes,
+                size,
+                rank: args.rank,
+                epochs: args.epochs,
+                learning_rate: args.lr,
+                batch: args.batch,
+                val_fraction: args.val_fraction,
+                resume: args.resume,
+                seed: args.seed,
+                overrides: args.overrides,
+            };
+            serde_json::to_string_pretty(&memseg::train::run(&request, &init(cli.backend)?.device)?)
         }
         Command::Eval(args) => {
             let request = EvalRequest {

@@ -9,6 +9,7 @@ use burn::tensor::module::max_pool2d;
 use burn::tensor::ops::{MaxPoolOptions, PadMode};
 use burn::tensor::{Device, Tensor};
 
+use super::adapter::{LwAdapter, Peg};
 use super::config::{BlockSpec, HieraConfig};
 use super::interpolate::bicubic;
 use super::sam2_utils::{Act, Mlp};
@@ -76,6 +77,8 @@ pub fn window_unpartition(windows: Tensor<4>, ws: usize, [hp, wp]: [usize; 2], [
 pub struct MultiScaleAttention {
     pub qkv: Linear,
     pub proj: Linear,
+    /// memseg's LW-Adapter in front of `qkv` (`sam2::adapter`); None in plain SAM2 and after folding.
+    pub qkv_adapter: Option<LwAdapter>,
     #[module(skip)]
     num_heads: usize,
     #[module(skip)]
@@ -87,6 +90,7 @@ impl MultiScaleAttention {
         Self {
             qkv: LinearConfig::new(dim, dim_out * 3).init(device),
             proj: LinearConfig::new(dim_out, dim_out).init(device),
+            qkv_adapter: None,
             num_heads,
             q_stride,
         }
@@ -110,6 +114,11 @@ impl MultiScaleAttention {
         let [b, mut h, mut w, _] = x.dims();
         let heads = self.num_heads;
         // [B, HW, 3, heads, head_dim] -> three [B, heads, HW, head_dim]
+        // The adapter sees the padded windows, as `qkv` does, so that folding it into `qkv` is exact.
+        let x = match &self.qkv_adapter {
+            Some(adapter) => adapter.forward(x),
+            None => x,
+        };
         let qkv = self.qkv.forward(x).reshape([b as i32, (h * w) as i32, 3, heads as i32, -1]);
         let head_dim = qkv.dims()[4];
         let qkv = qkv.permute([2, 0, 3, 1, 4]);
@@ -137,6 +146,8 @@ pub struct MultiScaleBlock {
     pub mlp: Mlp,
     /// Only when `dim != dim_out`.
     pub proj: Option<Linear>,
+    /// memseg's LW-Adapter in front of `mlp.layers.0` (`sam2::adapter`); None in plain SAM2 and after folding.
+    pub mlp_adapter: Option<LwAdapter>,
     #[module(skip)]
     window_size: usize,
     #[module(skip)]
@@ -153,6 +164,7 @@ impl MultiScaleBlock {
             norm2: LayerNormConfig::new(dim_out).with_epsilon(LN_EPS).init(device),
             mlp: Mlp::new(dim_out, dim_out * mlp_ratio, dim_out, 2, Act::Gelu, device),
             proj: (dim != dim_out).then(|| LinearConfig::new(dim, dim_out).init(device)),
+            mlp_adapter: None,
             window_size,
             q_stride,
         }
@@ -179,7 +191,12 @@ impl MultiScaleBlock {
             self.attn.forward(normed)
         };
         let x = shortcut + x;
-        x.clone() + self.mlp.forward(self.norm2.forward(x))
+        let normed = self.norm2.forward(x.clone());
+        let normed = match &self.mlp_adapter {
+            Some(adapter) => adapter.forward(normed),
+            None => normed,
+        };
+        x + self.mlp.forward(normed)
     }
 }
 
@@ -192,6 +209,9 @@ pub struct Hiera {
     /// Window positional embedding `[1, C, ws0, ws0]`, tiled over the feature map.
     pub pos_embed_window: Param<Tensor<4>>,
     pub blocks: Vec<MultiScaleBlock>,
+    /// memseg's convolutional position encoding generator (CPVT PEG, `sam2::adapter`), added after the
+    /// absolute embedding; None in plain SAM2.
+    pub peg: Option<Peg>,
     #[module(skip)]
     stage_ends: Vec<usize>,
 }
@@ -206,6 +226,7 @@ impl Hiera {
             pos_embed: Param::from_tensor(Tensor::zeros([1, c, bh, bw], device)),
             pos_embed_window: Param::from_tensor(Tensor::zeros([1, c, ws0, ws0], device)),
             blocks: config.blocks().iter().map(|s| MultiScaleBlock::new(s, config.q_stride, 4, device)).collect(),
+            peg: None,
             stage_ends: config.stage_ends(),
         }
     }
@@ -225,6 +246,9 @@ impl Hiera {
         tap("trunk.patch_embed", &x);
         let [_, h, w, _] = x.dims();
         let mut x = x + self.pos_embed(h, w);
+        if let Some(peg) = &self.peg {
+            x = peg.forward(x);
+        }
         let mut outputs = Vec::with_capacity(self.stage_ends.len());
         for (i, block) in self.blocks.iter().enumerate() {
             x = block.forward(x);

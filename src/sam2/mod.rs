@@ -18,7 +18,9 @@
 //! | `transforms.rs` | `utils/misc.py` / `utils/transforms.py` (preprocessing) |
 //! | `video_predictor.rs` | `sam2_video_predictor.py` (prompts, propagation, one bank per object) |
 //! | `weights.rs` | `build_sam.py`'s `_load_checkpoint` |
+//! | `adapter.rs` | memseg: LW-Adapter, PEG and prompt-free head (issue 7, `docs/adapters.md`) |
 
+pub mod adapter;
 pub mod config;
 pub mod hiera;
 pub mod image_encoder;

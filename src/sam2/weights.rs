@@ -214,14 +214,7 @@ impl Checkpoint {
             let entry = serde_json::json!({"dtype": dtype.as_str().to_uppercase(), "shape": shape, "data_offsets": [start, data.len()]});
             header.insert(key.clone(), entry);
         }
-        // safetensors: the header's length (u64 LE), the header (JSON, space-padded to 8 bytes), the data.
-        let mut head = serde_json::to_vec(&header).map_err(|e| e.to_string())?;
-        head.resize(head.len().next_multiple_of(8), b' ');
-        let mut bytes = Vec::with_capacity(8 + head.len() + data.len());
-        bytes.extend((head.len() as u64).to_le_bytes());
-        bytes.extend(head);
-        bytes.extend(data);
-        Ok(bytes)
+        safetensors_bytes(&header, data)
     }
 
     /// The weights of a built model under Meta's keys (reads the device's tensors back: native only).
@@ -354,6 +347,19 @@ pub fn load_weights_bytes(bytes: Vec<u8>, name: &str) -> Result<Weights, String>
 pub fn load_weights_file(path: &std::path::Path) -> Result<Weights, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     load_weights_bytes(bytes, &path.display().to_string())
+}
+
+/// A safetensors file from its JSON header (with `__metadata__` and every tensor's entry) and the data: the
+/// header's length (u64 LE), the header (space-padded to 8 bytes), the data. The bytes depend only on the
+/// inputs (safetensors' own writer orders `__metadata__` by hash).
+pub fn safetensors_bytes(header: &serde_json::Map<String, serde_json::Value>, data: Vec<u8>) -> Result<Vec<u8>, String> {
+    let mut head = serde_json::to_vec(header).map_err(|e| e.to_string())?;
+    head.resize(head.len().next_multiple_of(8), b' ');
+    let mut bytes = Vec::with_capacity(8 + head.len() + data.len());
+    bytes.extend((head.len() as u64).to_le_bytes());
+    bytes.extend(head);
+    bytes.extend(data);
+    Ok(bytes)
 }
 
 /// The last component of a path (no folders of the user's machine in the files we write).
