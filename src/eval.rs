@@ -17,7 +17,7 @@ use serde::Serialize;
 
 use crate::imaging::{self, Volume, intensity};
 use crate::progress::Progress;
-use crate::segment::{Overlap, load_inputs, load_model, read_label_volume, run_session};
+use crate::segment::{Overlap, distinct_labels, load_inputs, load_model, read_label_volume, run_session};
 use crate::session::{MemoryOptions, Mode, Session, Support};
 
 pub struct EvalRequest {
@@ -91,13 +91,6 @@ fn list_cases(dataset: &Path) -> Result<Vec<Case>, String> {
     Ok(cases)
 }
 
-/// The non-zero labels of a volume, sorted.
-fn distinct_labels(labels: &[Vec<u8>]) -> Vec<u8> {
-    let mut seen = [false; 256];
-    labels.iter().flatten().for_each(|&v| seen[v as usize] = true);
-    (1..=255u8).filter(|&v| seen[v as usize]).collect()
-}
-
 /// The slices holding `class`, as an inclusive range.
 fn z_range(labels: &[Vec<u8>], class: u8) -> Option<[usize; 2]> {
     let holds: Vec<usize> = (0..labels.len()).filter(|&z| labels[z].contains(&class)).collect();
@@ -135,7 +128,7 @@ pub fn run(req: &EvalRequest, device: &burn::tensor::Device) -> Result<EvalRepor
     };
     let classes = match &req.classes {
         Some(c) => c.clone(),
-        None => distinct_labels(&support_labels),
+        None => distinct_labels(support_labels.iter().flatten()),
     };
     let (support_slices, supports) = build_supports(&cases[support_index], &support_image, &support_labels, &classes, &mapping, req.supports_per_class)?;
     let model = load_model(&req.weights, &req.overrides, device)?;

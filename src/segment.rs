@@ -80,8 +80,13 @@ pub fn read_mask(path: &Path, width: usize, height: usize) -> Result<GrayImage, 
 
 /// The non-zero values of a label map, sorted.
 pub fn classes_in(labels: &GrayImage) -> Vec<u8> {
+    distinct_labels(labels.as_raw())
+}
+
+/// The non-zero values among `values`, sorted.
+pub fn distinct_labels<'a>(values: impl IntoIterator<Item = &'a u8>) -> Vec<u8> {
     let mut seen = [false; 256];
-    labels.pixels().for_each(|p| seen[p[0] as usize] = true);
+    values.into_iter().for_each(|&v| seen[v as usize] = true);
     (1..=255u8).filter(|&v| seen[v as usize]).collect()
 }
 
