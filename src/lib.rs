@@ -8,8 +8,8 @@
 //! - [`session`]: the few-shot engine: supports and drawn masks -> masks for every slice (memory bank).
 //! - [`report`]: the run's report (areas, volumes, Dice), shared by `memseg segment` and the browser.
 //! - `segment`, `eval`, `progress` (native): `memseg segment` / `memseg eval`, files in and out around the session.
-//! - `train`, `adapter_segment` (native): `memseg train` and `memseg segment --adapter`, the prompt-free
-//!   adapters (`sam2::adapter`, `docs/adapters.md`).
+//! - `train` (native): `memseg train`, the prompt-free adapters (`sam2::adapter`, `docs/adapters.md`);
+//!   [`adapter_segment`]: prompt-free inference, shared by `memseg segment --adapter` and the browser.
 //! - `convert` (native): `memseg convert` / `memseg info`, compact weights files (the format: `sam2::weights`).
 //! - [`selftest`]: a small fixed computation (conv + GELU + matmul) used to check a device end to end.
 //! - `web` (wasm only): the JavaScript bindings, a thin layer over the modules above.
@@ -29,9 +29,10 @@ pub mod report;
 #[cfg(not(target_family = "wasm"))]
 pub mod segment;
 pub mod session;
+/// The teaching view's data: each step's memory bank and attention, per class.
+pub mod teaching;
 #[cfg(not(target_family = "wasm"))]
 pub mod train;
-#[cfg(not(target_family = "wasm"))]
 pub mod adapter_segment;
 pub mod selftest;
 

@@ -310,9 +310,21 @@ fn run(cli: Cli) -> Result<(), String> {
             if !args.masks.is_empty() || !args.supports.is_empty() {
                 return Err("--adapter segments prompt-free: give no --mask or --support".into());
             }
-            let adapter = args.adapter.as_deref().expect("checked");
-            let device = init(cli.backend)?.device;
-            let report = memseg::adapter_segment::run(&args.weights, adapter, &args.frames, &args.out, &args.overrides, &device)?;
+            if args.save_logits || args.classes.is_some() {
+                return Err("--adapter segments the adapter's own classes: --classes and --save-logits do not apply".into());
+            }
+            let request = memseg::adapter_segment::AdapterSegmentRequest {
+                modality: parse_modality(&args.imaging.modality)?,
+                intensity: args.imaging.intensity,
+                adapter: args.adapter.expect("checked"),
+                weights: args.weights,
+                frames: args.frames,
+                truth: args.truth,
+                out: args.out,
+                overwrite: args.overwrite,
+                overrides: args.overrides,
+            };
+            let report = memseg::adapter_segment::run(&request, &init(cli.backend)?.device)?;
             serde_json::to_string_pretty(&report)
         }
         Command::Segment(args) => {

@@ -47,6 +47,9 @@ pub struct ClassReport {
     /// Over the whole volume, when a ground truth is given.
     pub dice: Option<f64>,
     pub iou: Option<f64>,
+    /// The mean of the per-slice Dice over the slices that have one (the chart's legend); `dice` pools the
+    /// slices instead, so large slices weigh more there.
+    pub slice_dice_mean: Option<f64>,
     pub slices: Vec<SliceReport>,
 }
 
@@ -145,12 +148,17 @@ pub fn class_reports(labels: &[Vec<u8>], truth: Option<&[Vec<u8>]>, classes: &[u
                 volume_ml: total.predicted as f64 * sx * sy * sz / 1000.0,
                 dice: total.dice().filter(|_| truth.is_some()),
                 iou: total.iou().filter(|_| truth.is_some()),
+                slice_dice_mean: mean(slices.iter().filter_map(|s| s.dice)),
                 slices,
             }
         })
         .collect()
 }
 
+fn mean(values: impl Iterator<Item = f64>) -> Option<f64> {
+    let (sum, n) = values.fold((0.0, 0usize), |(s, n), v| (s + v, n + 1));
+    (n > 0).then(|| sum / n as f64)
+}
 
 #[cfg(test)]
 mod tests {
@@ -163,5 +171,11 @@ mod tests {
         assert_eq!(o.dice(), Some(0.5));
         assert_eq!(o.iou(), Some(1.0 / 3.0));
         assert_eq!(Overlap::of(&[0, 0], &[0, 0], 1).dice(), None);
+    }
+
+    #[test]
+    fn slice_dice_mean_skips_slices_without_dice() {
+        assert_eq!(mean([0.5, 1.0].into_iter()), Some(0.75));
+        assert_eq!(mean(std::iter::empty()), None);
     }
 }

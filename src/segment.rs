@@ -24,7 +24,7 @@ use crate::session::{MemoryOptions, Mode, Session, SliceOutput, Support, label_m
 
 /// Most distinct non-zero values a mask may hold: more means it is not a mask (a photo, a JPEG-compressed
 /// mask) rather than a label map.
-pub const MAX_CLASSES: usize = 16;
+pub const MAX_CLASSES: usize = imaging::labels::MAX_MASK_CLASSES;
 
 pub struct SegmentRequest {
     pub weights: PathBuf,
@@ -56,26 +56,9 @@ pub struct SegmentRequest {
 pub fn read_mask(path: &Path, width: usize, height: usize) -> Result<GrayImage, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let name = path.display().to_string();
-    let (w, h, values) = imaging::raster::read_mask(&bytes, &name)?;
-    if (w, h) != (width, height) {
-        return Err(format!("{name}: the mask is {w}x{h} but its image is {width}x{height}"));
-    }
-    if let Some(v) = values.iter().find(|&&v| v > 255) {
-        return Err(format!("{name}: the mask holds the value {v}; label values must be 0..=255"));
-    }
-    let labels = GrayImage::from_raw(w as u32, h as u32, values.iter().map(|&v| v as u8).collect())
-        .ok_or_else(|| format!("{name}: the mask's pixel count does not match its size"))?;
-    let classes = classes_in(&labels);
-    if classes.is_empty() {
-        return Err(format!("{name}: the mask is empty (no object pixel)"));
-    }
-    if classes.len() > MAX_CLASSES {
-        return Err(format!(
-            "{name}: the mask has {} distinct values: not a binary mask or label map (at most {MAX_CLASSES} classes)",
-            classes.len()
-        ));
-    }
-    Ok(labels)
+    // The checks are shared with the browser's mask upload.
+    let labels = imaging::labels::mask_from_bytes(&bytes, &name, width, height)?;
+    GrayImage::from_raw(width as u32, height as u32, labels).ok_or_else(|| format!("{name}: the mask's pixel count does not match its size"))
 }
 
 /// The non-zero values of a label map, sorted.
@@ -83,12 +66,7 @@ pub fn classes_in(labels: &GrayImage) -> Vec<u8> {
     distinct_labels(labels.as_raw())
 }
 
-/// The non-zero values among `values`, sorted.
-pub fn distinct_labels<'a>(values: impl IntoIterator<Item = &'a u8>) -> Vec<u8> {
-    let mut seen = [false; 256];
-    values.into_iter().for_each(|&v| seen[v as usize] = true);
-    (1..=255u8).filter(|&v| seen[v as usize]).collect()
-}
+pub use crate::imaging::labels::distinct_labels;
 
 /// What `--frames` names: one path (a NIfTI file, a DICOM series folder, a folder of images, one image), or
 /// several image files / folders of images stacked in the order given.
@@ -230,8 +208,7 @@ fn read_supports(pairs: &[(PathBuf, PathBuf)], mapping: &intensity::Intensity) -
         if volume.depth != 1 {
             return Err(format!("{}: a support is one slice, this holds {}", image_path.display(), volume.depth));
         }
-        let as_is = volume.kind == imaging::SourceKind::Raster && volume.bit_depth == 8;
-        let own = if as_is { intensity::Intensity::Identity } else { *mapping };
+        let own = intensity::for_support(&volume, mapping);
         let (mut images, _) = intensity::to_rgb8_with_info(&volume, &own)?;
         let labels = read_mask(mask_path, volume.width, volume.height)?;
         supports.push(Support { name: image_path.display().to_string(), image: images.remove(0), labels });
@@ -266,7 +243,7 @@ fn staging(out: &Path) -> PathBuf {
 }
 
 /// Checked before any work, so a long run does not end on a refusal.
-fn check_out(out: &Path, overwrite: bool) -> Result<(), String> {
+pub(crate) fn check_out(out: &Path, overwrite: bool) -> Result<(), String> {
     if out.exists() && !overwrite {
         return Err(format!("{} exists; choose another --out or pass --overwrite", out.display()));
     }
@@ -276,16 +253,22 @@ fn check_out(out: &Path, overwrite: bool) -> Result<(), String> {
 /// Writes everything into the staging folder, then renames it to `--out`; on failure the staging folder is
 /// removed, so nothing that looks like a result is left behind.
 fn write_outputs(req: &SegmentRequest, volume: &Volume, result: &VolumeResult, report: SegmentReport, low_res: usize) -> Result<SegmentReport, String> {
-    let stage = staging(&req.out);
+    write_staged_outputs(&req.out, |stage| write_staged(stage, volume, result, report, low_res))
+}
+
+/// Runs `write` on a fresh staging folder next to `out`, then renames the folder to `out` (replacing it:
+/// [`check_out`] has refused an existing `out` without `--overwrite`). Shared with `segment --adapter`.
+pub(crate) fn write_staged_outputs<T>(out: &Path, write: impl FnOnce(&Path) -> Result<T, String>) -> Result<T, String> {
+    let stage = staging(out);
     if stage.exists() {
         std::fs::remove_dir_all(&stage).map_err(|e| format!("cannot clear {}: {e}", stage.display()))?;
     }
     std::fs::create_dir_all(&stage).map_err(|e| format!("cannot create {}: {e}", stage.display()))?;
-    let written = write_staged(&stage, volume, result, report, low_res).and_then(|report| {
-        if req.out.exists() {
-            std::fs::remove_dir_all(&req.out).map_err(|e| format!("cannot replace {}: {e}", req.out.display()))?;
+    let written = write(&stage).and_then(|report| {
+        if out.exists() {
+            std::fs::remove_dir_all(out).map_err(|e| format!("cannot replace {}: {e}", out.display()))?;
         }
-        std::fs::rename(&stage, &req.out).map_err(|e| format!("cannot move {} to {}: {e}", stage.display(), req.out.display()))?;
+        std::fs::rename(&stage, out).map_err(|e| format!("cannot move {} to {}: {e}", stage.display(), out.display()))?;
         Ok(report)
     });
     if written.is_err() {
@@ -294,18 +277,32 @@ fn write_outputs(req: &SegmentRequest, volume: &Volume, result: &VolumeResult, r
     written
 }
 
+/// `<stem>.png` in `dir`: the label values, or 0/255 when `binary` (one class). Returns the file name.
+pub(crate) fn write_label_png(dir: &Path, stem: &str, width: usize, height: usize, labels: &[u8], binary: bool) -> Result<String, String> {
+    let name = format!("{stem}.png");
+    let png = dir.join(&name);
+    let pixels = labels.iter().map(|&v| if binary && v > 0 { 255 } else { v }).collect();
+    GrayImage::from_raw(width as u32, height as u32, pixels)
+        .ok_or_else(|| format!("{name}: the labels do not fill {width}x{height}"))?
+        .save(&png)
+        .map_err(|e| format!("cannot write {}: {e}", png.display()))?;
+    Ok(name)
+}
+
+/// `labels.nii.gz` in `dir`: the label volume on `volume`'s grid and affine. Returns the file name.
+pub(crate) fn write_labels_nifti(dir: &Path, volume: &Volume, labels: &[Vec<u8>]) -> Result<String, String> {
+    let nifti = dir.join("labels.nii.gz");
+    let bytes = imaging::nifti::write_nifti_labels(&labels.concat(), volume, true)?;
+    std::fs::write(&nifti, bytes).map_err(|e| format!("cannot write {}: {e}", nifti.display()))?;
+    Ok("labels.nii.gz".into())
+}
+
 fn write_staged(stage: &Path, volume: &Volume, result: &VolumeResult, mut report: SegmentReport, low_res: usize) -> Result<SegmentReport, String> {
     let fail = |p: &Path, e: &dyn std::fmt::Display| format!("cannot write {}: {e}", p.display());
     let binary = report.classes.len() == 1;
     for (z, labels) in result.labels.iter().enumerate() {
         let stem = &volume.slice_names[z];
-        let pixels = labels.iter().map(|&v| if binary && v > 0 { 255 } else { v }).collect();
-        let png = stage.join(format!("{stem}.png"));
-        GrayImage::from_raw(volume.width as u32, volume.height as u32, pixels)
-            .expect("label map of the slice's size")
-            .save(&png)
-            .map_err(|e| fail(&png, &e))?;
-        report.outputs.push(format!("{stem}.png"));
+        report.outputs.push(write_label_png(stage, stem, volume.width, volume.height, labels, binary)?);
         if let Some(logits) = &result.logits[z] {
             let npy = stage.join(format!("{stem}.logits.npy"));
             let classes = report.classes.len() as u64;
@@ -315,11 +312,7 @@ fn write_staged(stage: &Path, volume: &Volume, result: &VolumeResult, mut report
             report.outputs.push(format!("{stem}.logits.npy"));
         }
     }
-    let nifti = stage.join("labels.nii.gz");
-    let flat: Vec<u8> = result.labels.concat();
-    let bytes = imaging::nifti::write_nifti_labels(&flat, volume, true)?;
-    std::fs::write(&nifti, bytes).map_err(|e| fail(&nifti, &e))?;
-    report.outputs.push("labels.nii.gz".into());
+    report.outputs.push(write_labels_nifti(stage, volume, &result.labels)?);
     report.outputs.push("report.json".into());
     let json = stage.join("report.json");
     let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;

@@ -28,6 +28,7 @@ use crate::sam2::memory_bank::{MemoryBank, MemoryEntry, RecentMemories};
 use crate::sam2::sam2_base::{ImageFeatures, Sam2Base};
 use crate::sam2::video_predictor::{FrameOutput, FrameSource, VideoPredictor, mask_to_model_size};
 use crate::sam2::{interpolate, transforms};
+use crate::teaching::{Admission, ObjectBank, Outcome, Place, PoolMember, StepBank, SupportScore, rank_supports};
 
 /// Longest query sequence a run accepts: beyond it the outputs alone (low-resolution logits per class and
 /// slice) would crowd the browser's 4 GiB address space.
@@ -90,6 +91,8 @@ pub struct SliceOutput {
     pub logits: Vec<Tensor<4>>,
     /// Supports each class used (SupportsOnly; empty in Propagate, where all inserted supports serve).
     pub supports_used: Vec<Vec<usize>>,
+    /// What each class's memory bank held and what the model attended to for this slice (the teaching view).
+    pub bank: StepBank,
 }
 
 impl SliceOutput {
@@ -248,12 +251,19 @@ fn cosine(a: &[f32], b: &[f32]) -> f32 {
 
 /// The `k` candidates most similar to `query`, least similar first (so the most similar ends closest to
 /// the query in time, and a conditioning cap keeps it).
+#[cfg(test)]
 fn most_similar(candidates: &[usize], vectors: &[Vec<f32>], query: &[f32], k: usize) -> Vec<usize> {
-    let mut scored: Vec<(f32, usize)> = candidates.iter().map(|&i| (cosine(&vectors[i], query), i)).collect();
-    scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-    let mut chosen: Vec<usize> = scored.into_iter().take(k.max(1)).map(|(_, i)| i).collect();
-    chosen.reverse();
-    chosen
+    chosen_supports(&scored_supports(candidates, vectors, query, k))
+}
+
+/// Every candidate's cosine score and rank, the `k` most similar marked chosen (what the teaching view shows).
+fn scored_supports(candidates: &[usize], vectors: &[Vec<f32>], query: &[f32], k: usize) -> Vec<SupportScore> {
+    rank_supports(candidates, |i| cosine(&vectors[i], query), k)
+}
+
+/// The chosen supports, least similar first.
+fn chosen_supports(scores: &[SupportScore]) -> Vec<usize> {
+    scores.iter().filter(|s| s.chosen).rev().map(|s| s.support).collect()
 }
 
 /// Reads a tensor's values; awaits the device (the only way to read on WebGPU).
@@ -344,12 +354,15 @@ impl<'m> SupportsOnlyRun<'m> {
         };
         let mut logits = Vec::new();
         let mut supports_used = Vec::new();
+        let cfg = self.model.tracking_config();
+        let mut bank_view = StepBank { num_maskmem: cfg.num_maskmem, objects: Vec::new() };
         for object in 0..self.classes.len() {
             let holders: Vec<usize> = (0..self.entries.len()).filter(|&s| self.entries[s][object].is_some()).collect();
-            let chosen = match (&self.vectors, &query_vector, self.memory.select_supports) {
-                (Some(vectors), Some(q), Some(k)) => most_similar(&holders, vectors, q, k),
-                _ => holders,
+            let scores = match (&self.vectors, &query_vector, self.memory.select_supports) {
+                (Some(vectors), Some(q), Some(k)) => scored_supports(&holders, vectors, q, k),
+                _ => Vec::new(),
             };
+            let chosen = if scores.is_empty() { holders } else { chosen_supports(&scores) };
             // The fresh video `[chosen supports..., query]`: supports at 0..k, the query at k.
             let mut bank = MemoryBank::new();
             bank.set_max_conditioning(self.memory.max_conditioning);
@@ -357,11 +370,17 @@ impl<'m> SupportsOnlyRun<'m> {
                 bank.insert_conditioning(position, self.entries[s][object].clone().expect("holders only"));
             }
             let k = chosen.len();
+            // The selection `track_step` makes from this bank (the query at k in a video of k + 1 frames).
+            let selection = bank.select(k, false, k + 1, cfg);
+            let place = |f: usize| chosen.get(f).map_or(Place::Slice(slice), |&s| Place::Support(s));
+            let mut view = ObjectBank::new(&bank.entries(), Some(&selection), cfg, place);
+            view.supports = scores;
+            bank_view.objects.push(view);
             let out = self.model.track_step(k, false, &features, None, None, &bank, k + 1, false, false, None);
             logits.push(out.sam.low_res_masks);
             supports_used.push(chosen);
         }
-        Ok(SliceOutput { slice, reverse: false, logits, supports_used })
+        Ok(SliceOutput { slice, reverse: false, logits, supports_used, bank: bank_view })
     }
 }
 
@@ -418,6 +437,26 @@ struct PropagateRun<'m> {
     extra_encoded: usize,
     /// SAM2-SGP's eviction: per object, the kept tracked memories (frame, unit feature vector, IoU).
     eviction: Option<Vec<Vec<Kept>>>,
+    /// The session's index of each inserted support (`SeqFrame::Support(i)` is support `support_ids[i]`).
+    support_ids: Vec<usize>,
+    /// SGP's support selection, as scored (empty without `select_supports`).
+    support_scores: Vec<SupportScore>,
+}
+
+/// Supports chosen for a propagation: the supports, their session indices, SGP's scores, encoder runs spent.
+struct ChosenSupports {
+    supports: Vec<Support>,
+    ids: Vec<usize>,
+    scores: Vec<SupportScore>,
+    encoded: usize,
+}
+
+/// A sequence frame as the user knows it.
+fn place_of(sequence: &[SeqFrame], support_ids: &[usize], frame: usize) -> Place {
+    match sequence[frame] {
+        SeqFrame::Query(i) => Place::Slice(i),
+        SeqFrame::Support(i) => Place::Support(support_ids[i]),
+    }
 }
 
 /// A tracked memory kept by the similarity eviction.
@@ -438,7 +477,8 @@ impl<'m> PropagateRun<'m> {
         if session.supports.is_empty() && session.query_masks.is_empty() {
             return Err("give a support or a mask drawn on a query slice".into());
         }
-        let (supports, extra_encoded) = Self::choose_supports(session, model, at, memory).await?;
+        let ChosenSupports { supports, ids: support_ids, scores: support_scores, encoded: extra_encoded } =
+            Self::choose_supports(session, model, at, memory).await?;
         let mut sequence: Vec<SeqFrame> = (0..at).map(SeqFrame::Query).collect();
         sequence.extend((0..supports.len()).map(SeqFrame::Support));
         sequence.extend((at..n).map(SeqFrame::Query));
@@ -472,13 +512,14 @@ impl<'m> PropagateRun<'m> {
         let cfg = model.tracking_config();
         let reach = cfg.num_maskmem * cfg.memory_temporal_stride_for_eval.max(1) + cfg.max_obj_ptrs_in_encoder;
         let eviction = memory.similarity_eviction.then(|| (0..session.classes.len()).map(|_| Vec::new()).collect());
-        Ok(Self { predictor, sequence, order, next: 0, start, reach, extra_encoded, eviction })
+        Ok(Self { predictor, sequence, order, next: 0, start, reach, extra_encoded, eviction, support_ids, support_scores })
     }
 
     /// All supports, or (SGP) the `k` most similar to the query slice where they are inserted.
-    async fn choose_supports(session: &Session, model: &Sam2Base, at: usize, memory: MemoryOptions) -> Result<(Vec<Support>, usize), String> {
+    async fn choose_supports(session: &Session, model: &Sam2Base, at: usize, memory: MemoryOptions) -> Result<ChosenSupports, String> {
+        let all: Vec<usize> = (0..session.supports.len()).collect();
         let Some(k) = memory.select_supports.filter(|&k| k < session.supports.len()) else {
-            return Ok((session.supports.clone(), 0));
+            return Ok(ChosenSupports { supports: session.supports.clone(), ids: all, scores: Vec::new(), encoded: 0 });
         };
         let anchor = &session.query[at.min(session.query.len() - 1)];
         let q = similarity_vector(&model.forward_image(preprocess(model, anchor))).await?;
@@ -486,9 +527,10 @@ impl<'m> PropagateRun<'m> {
         for support in &session.supports {
             vectors.push(similarity_vector(&model.forward_image(preprocess(model, &support.image))).await?);
         }
-        let all: Vec<usize> = (0..session.supports.len()).collect();
-        let chosen = most_similar(&all, &vectors, &q, k);
-        Ok((chosen.into_iter().map(|i| session.supports[i].clone()).collect(), session.supports.len() + 1))
+        let scores = scored_supports(&all, &vectors, &q, k);
+        let ids = chosen_supports(&scores);
+        let supports = ids.iter().map(|&i| session.supports[i].clone()).collect();
+        Ok(ChosenSupports { supports, ids, scores, encoded: session.supports.len() + 1 })
     }
 
     async fn step(&mut self) -> Option<Result<SliceOutput, String>> {
@@ -504,34 +546,63 @@ impl<'m> PropagateRun<'m> {
                 Ok(o) => o,
                 Err(e) => return Some(Err(e)),
             };
-            let kept = match self.eviction.is_some() {
-                true => self.evict(&outputs).await,
-                false => Ok(self.release_memories(frame, reverse)),
+            // The eviction's decisions go to the teaching view; without it, nothing is decided (exact release).
+            let admissions = if self.eviction.is_some() {
+                match self.evict(&outputs).await {
+                    Ok(a) => a,
+                    Err(e) => return Some(Err(e)),
+                }
+            } else {
+                self.release_memories(frame, reverse);
+                Vec::new()
             };
-            if let Err(e) = kept {
-                return Some(Err(e));
-            }
             if let SeqFrame::Query(slice) = self.sequence[frame] {
+                let bank = self.bank_view(&outputs, admissions);
                 let logits = outputs.into_iter().map(|o| o.pred_masks).collect();
-                return Some(Ok(SliceOutput { slice, reverse, logits, supports_used: Vec::new() }));
+                return Some(Ok(SliceOutput { slice, reverse, logits, supports_used: Vec::new(), bank }));
             }
         }
     }
 
-    /// SAM2-SGP's similarity eviction after a tracked frame, per object (see [`MemoryOptions`]).
-    async fn evict(&mut self, outputs: &[FrameOutput]) -> Result<(), String> {
+    /// Each class's bank at this step (the teaching view), from the core's own outputs and decisions.
+    fn bank_view(&self, outputs: &[FrameOutput], mut admissions: Vec<Option<Admission>>) -> StepBank {
+        let cfg = self.predictor.model().tracking_config();
+        let place = |f: usize| place_of(&self.sequence, &self.support_ids, f);
+        admissions.resize(outputs.len(), None);
+        let objects = outputs
+            .iter()
+            .zip(admissions)
+            .map(|(out, eviction)| {
+                let mut view = ObjectBank::new(&out.held, out.selection.as_ref(), cfg, place);
+                view.supports = self.support_scores.clone();
+                view.eviction = eviction;
+                view
+            })
+            .collect();
+        StepBank { num_maskmem: cfg.num_maskmem, objects }
+    }
+
+    /// SAM2-SGP's similarity eviction after a tracked frame, per object (see [`MemoryOptions`]); returns the
+    /// rule's decision per object (`None` for a conditioning frame).
+    async fn evict(&mut self, outputs: &[FrameOutput]) -> Result<Vec<Option<Admission>>, String> {
         let capacity = self.predictor.model().tracking_config().num_maskmem.saturating_sub(1).max(1);
         let pools = self.eviction.as_mut().expect("eviction on");
+        let (sequence, ids) = (&self.sequence, &self.support_ids);
+        let mut decisions = Vec::new();
         for (object, out) in outputs.iter().enumerate() {
-            let Some(features) = out.maskmem_features.clone().filter(|_| !out.conditioning) else { continue };
+            let Some(features) = out.maskmem_features.clone().filter(|_| !out.conditioning) else {
+                decisions.push(None);
+                continue;
+            };
             let mut vector = read_f32(features.flatten::<1>(0, 3)).await?;
             normalize(&mut vector);
             let iou = read_f32(out.iou_score.clone()).await?.first().copied().unwrap_or(0.0);
-            admit(&mut pools[object], Kept { frame: out.frame, vector, iou }, capacity);
+            let decision = admit(&mut pools[object], Kept { frame: out.frame, vector, iou }, capacity, |f| place_of(sequence, ids, f));
+            decisions.push(Some(decision));
         }
         let keep: Vec<Vec<usize>> = pools.iter().map(|p| p.iter().map(|k| k.frame).collect()).collect();
         self.predictor.retain_tracked(|object, frame| keep.get(object).is_some_and(|k| k.contains(&frame)));
-        Ok(())
+        Ok(decisions)
     }
 
     /// Drops tracked memories no later frame can select (at most `reach` frames behind in the direction of
@@ -547,21 +618,36 @@ impl<'m> PropagateRun<'m> {
     }
 }
 
-/// SAM2-SGP's rule for a new memory and a pool of at most `capacity`.
-fn admit(pool: &mut Vec<Kept>, new: Kept, capacity: usize) {
+/// SAM2-SGP's rule for a new memory and a pool of at most `capacity`; returns the decision with the numbers
+/// it was made on (`place` names frames for the teaching view).
+fn admit(pool: &mut Vec<Kept>, new: Kept, capacity: usize, place: impl Fn(usize) -> Place) -> Admission {
+    let sim_new = |k: &Kept| cosine(&k.vector, &new.vector);
+    let mut decision = Admission {
+        new: place(new.frame),
+        new_iou: new.iou,
+        capacity,
+        pool: pool.iter().map(|k| PoolMember { at: place(k.frame), iou: k.iou, similarity_to_new: sim_new(k) }).collect(),
+        outcome: Outcome::Rejected,
+        least_similar: None,
+        closest_to_it: None,
+    };
     if pool.len() < capacity {
         pool.push(new);
-        return;
+        decision.outcome = Outcome::Added;
+        return decision;
     }
-    let sim_new = |k: &Kept| cosine(&k.vector, &new.vector);
-    let Some(i) = (0..pool.len()).min_by(|&a, &b| sim_new(&pool[a]).total_cmp(&sim_new(&pool[b]))) else { return };
+    let Some(i) = (0..pool.len()).min_by(|&a, &b| sim_new(&pool[a]).total_cmp(&sim_new(&pool[b]))) else { return decision };
+    decision.least_similar = Some((place(pool[i].frame), sim_new(&pool[i])));
     let sim_i = |j: usize| cosine(&pool[i].vector, &pool[j].vector);
     let Some(j) = (0..pool.len()).filter(|&j| j != i).max_by(|&a, &b| sim_i(a).total_cmp(&sim_i(b))) else {
-        return;
+        return decision;
     };
+    decision.closest_to_it = Some((place(pool[j].frame), sim_i(j)));
     if sim_new(&pool[i]) < sim_i(j) && new.iou > pool[j].iou - 0.1 {
         pool[j] = new;
+        decision.outcome = Outcome::Replaced;
     }
+    decision
 }
 
 fn normalize(v: &mut [f32]) {
@@ -604,18 +690,20 @@ mod tests {
     fn similarity_eviction_replaces_the_redundant_memory() {
         // 0 and 1 are alike, 2 is different; a new memory unlike 2 replaces 2's nearest (1 or 0).
         let mut pool = vec![kept(0, vec![1.0, 0.0], 0.9), kept(1, vec![0.99, 0.14], 0.9), kept(2, vec![0.0, 1.0], 0.9)];
-        admit(&mut pool, kept(3, vec![1.0, 0.0], 0.9), 3);
+        let d = admit(&mut pool, kept(3, vec![1.0, 0.0], 0.9), 3, Place::Slice);
+        assert_eq!((d.outcome, d.least_similar, d.closest_to_it), (Outcome::Replaced, Some((Place::Slice(2), 0.0)), Some((Place::Slice(1), 0.14))));
         // Least similar to the new (1, 0) is 2; most similar to 2 is 1; sim(new, 2) = 0 < sim(2, 1) = 0.14.
         assert_eq!(pool.iter().map(|k| k.frame).collect::<Vec<_>>(), vec![0, 3, 2]);
         // A new memory whose predicted IoU is more than 0.1 below the one it would replace is not kept.
         let mut pool = vec![kept(0, vec![1.0, 0.0], 0.9), kept(1, vec![0.6, 0.8], 0.9), kept(2, vec![0.0, 1.0], 0.9)];
-        admit(&mut pool, kept(3, vec![1.0, 0.0], 0.75), 3);
+        let d = admit(&mut pool, kept(3, vec![1.0, 0.0], 0.75), 3, Place::Slice);
+        assert_eq!(d.outcome, Outcome::Rejected);
         assert_eq!(pool.iter().map(|k| k.frame).collect::<Vec<_>>(), vec![0, 1, 2]);
-        admit(&mut pool, kept(4, vec![1.0, 0.0], 0.85), 3);
+        admit(&mut pool, kept(4, vec![1.0, 0.0], 0.85), 3, Place::Slice);
         assert_eq!(pool.iter().map(|k| k.frame).collect::<Vec<_>>(), vec![0, 4, 2]);
         // Room left: always kept.
         let mut small = vec![];
-        admit(&mut small, kept(5, vec![1.0], 0.1), 2);
+        assert_eq!(admit(&mut small, kept(5, vec![1.0], 0.1), 2, Place::Slice).outcome, Outcome::Added);
         assert_eq!(small.len(), 1);
     }
 

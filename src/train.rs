@@ -297,25 +297,53 @@ fn read_png(path: &Path) -> Result<image::DynamicImage, String> {
     image::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
 }
 
-/// Reads `DIR/images/*.png` + `DIR/labels/*.png` at one size; returns the samples (labels as raw values).
-fn read_dataset(dir: &Path, size: Option<[usize; 2]>) -> Result<(Vec<(String, image::RgbImage, image::GrayImage)>, [usize; 2]), String> {
-    let images = dir.join("images");
-    let mut stems: Vec<String> = std::fs::read_dir(&images)
-        .map_err(|e| format!("cannot list {}: {e}", images.display()))?
+/// The `.png` stems of a dataset folder (`images` or `labels`), sorted; a missing folder is named.
+fn png_stems(dir: &Path, what: &str) -> Result<Vec<String>, String> {
+    if !dir.is_dir() {
+        return Err(format!("{} is missing: a dataset holds {what}/<name>.png for every image (see docs/adapters.md)", dir.display()));
+    }
+    let mut stems: Vec<String> = std::fs::read_dir(dir)
+        .map_err(|e| format!("cannot list {}: {e}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x.eq_ignore_ascii_case("png")))
         .filter_map(|p| p.file_stem().map(|s| s.to_string_lossy().to_string()))
+        .filter(|s| !s.starts_with('.'))
         .collect();
     stems.sort();
-    if stems.is_empty() {
-        return Err(format!("{} holds no .png images", images.display()));
+    Ok(stems)
+}
+
+/// The stems present in both folders; any image without a label or label without an image is an error
+/// (naming up to 5 of them), since a silently dropped pair would bias training.
+fn paired_stems(dir: &Path) -> Result<Vec<String>, String> {
+    let images = png_stems(&dir.join("images"), "images")?;
+    let labels = png_stems(&dir.join("labels"), "labels")?;
+    if images.is_empty() {
+        return Err(format!("{} holds no .png images: the dataset is empty", dir.join("images").display()));
     }
+    let unpaired = |from: &[String], other: &[String], folder: &str| -> Vec<String> {
+        from.iter().filter(|s| other.binary_search(s).is_err()).map(|s| format!("{folder}/{s}.png")).collect()
+    };
+    let mut alone = unpaired(&images, &labels, "images");
+    alone.extend(unpaired(&labels, &images, "labels"));
+    if !alone.is_empty() {
+        let shown: Vec<&str> = alone.iter().take(5).map(String::as_str).collect();
+        return Err(format!(
+            "{}: {} file(s) without their pair (same name in images/ and labels/): {}{}",
+            dir.display(), alone.len(), shown.join(", "), if alone.len() > 5 { ", ..." } else { "" }
+        ));
+    }
+    Ok(images)
+}
+
+/// Reads `DIR/images/*.png` + `DIR/labels/*.png` at one size; returns the samples (labels as raw values).
+fn read_dataset(dir: &Path, size: Option<[usize; 2]>) -> Result<(Vec<(String, image::RgbImage, image::GrayImage)>, [usize; 2]), String> {
     let mut out = Vec::new();
     let mut target = size;
-    for stem in stems {
-        let img = read_png(&images.join(format!("{stem}.png")))?.to_rgb8();
+    for stem in paired_stems(dir)? {
+        let img = read_png(&dir.join("images").join(format!("{stem}.png")))?.to_rgb8();
         let label_path = dir.join("labels").join(format!("{stem}.png"));
-        let lab = read_png(&label_path)?.to_luma8();
+        let lab = read_label(&label_path)?;
         if img.dimensions() != lab.dimensions() {
             return Err(format!("{}: label size {:?} differs from its image's {:?}", label_path.display(), lab.dimensions(), img.dimensions()));
         }
@@ -323,6 +351,9 @@ fn read_dataset(dir: &Path, size: Option<[usize; 2]>) -> Result<(Vec<(String, im
             let (w, h) = img.dimensions();
             [(h as usize).next_multiple_of(32), (w as usize).next_multiple_of(32)]
         });
+        if h == 0 || w == 0 || h % 32 != 0 || w % 32 != 0 {
+            return Err(format!("--size {h},{w}: both sides must be positive multiples of 32"));
+        }
         let img = image::imageops::resize(&img, w as u32, h as u32, image::imageops::FilterType::Triangle);
         let lab = image::imageops::resize(&lab, w as u32, h as u32, image::imageops::FilterType::Nearest);
         out.push((stem, img, lab));
@@ -330,48 +361,125 @@ fn read_dataset(dir: &Path, size: Option<[usize; 2]>) -> Result<(Vec<(String, im
     Ok((out, target.expect("at least one image")))
 }
 
+/// A label map: one channel of 8 or 16 bits whose values fit 0..=255, taken as they are (a colour image is
+/// refused: its conversion to grey would invent classes; 16-bit values are not rescaled).
+fn read_label(path: &Path) -> Result<image::GrayImage, String> {
+    match read_png(path)? {
+        image::DynamicImage::ImageLuma8(g) => Ok(g),
+        image::DynamicImage::ImageLuma16(g) => {
+            if let Some(v) = g.as_raw().iter().find(|&&v| v > 255) {
+                return Err(format!("{}: holds the value {v}; label values must be 0..=255", path.display()));
+            }
+            let (w, h) = g.dimensions();
+            image::GrayImage::from_raw(w, h, g.as_raw().iter().map(|&v| v as u8).collect()).ok_or_else(|| format!("{}: bad size", path.display()))
+        }
+        other => Err(format!("{}: a label map has one channel (class values), this is {:?}", path.display(), other.color())),
+    }
+}
+
+/// Most classes (besides background) a dataset may hold: more means the label PNGs are not label maps.
+pub const MAX_CLASSES: usize = crate::segment::MAX_CLASSES;
+
+/// The classes to train (background 0 first): `--classes`, or the checkpoint's on `--resume`, or every value
+/// found. Every label value must be one of them: a value outside them is refused rather than counted as
+/// background, as it usually means the wrong folder or the wrong `--classes`.
+fn choose_classes(pairs: &[(String, image::RgbImage, image::GrayImage)], asked: Option<&[u8]>, resumed: Option<&[u8]>) -> Result<Vec<u8>, String> {
+    let mut found = [false; 256];
+    let mut first = [None::<&str>; 256];
+    for (stem, _, lab) in pairs {
+        for &v in lab.as_raw() {
+            found[v as usize] = true;
+            first[v as usize].get_or_insert(stem.as_str());
+        }
+    }
+    let mut classes: Vec<u8> = match (asked, resumed) {
+        (Some(a), Some(r)) if a.iter().filter(|&&c| c != 0).ne(r.iter().filter(|&&c| c != 0)) => {
+            return Err(format!("--classes {a:?} differs from the classes {r:?} of the checkpoint being resumed"));
+        }
+        (_, Some(r)) => r.to_vec(),
+        (Some(a), None) => a.to_vec(),
+        (None, None) => (1..=255u8).filter(|&v| found[v as usize]).collect(),
+    };
+    classes.retain(|&c| c != 0);
+    classes.sort_unstable();
+    classes.dedup();
+    if classes.is_empty() && asked.is_some() {
+        return Err("--classes names no class besides the background 0".into());
+    }
+    if classes.is_empty() {
+        return Err("the labels hold no class: every label map is 0 (background) everywhere".into());
+    }
+    if classes.len() > MAX_CLASSES {
+        return Err(format!("the labels hold {} distinct values: not label maps (at most {MAX_CLASSES} classes)", classes.len()));
+    }
+    if let Some(v) = (1..=255u8).find(|&v| found[v as usize] && !classes.contains(&v)) {
+        let whose = if resumed.is_some() { "the checkpoint's classes" } else { "--classes" };
+        return Err(format!("labels/{}.png holds the value {v}, not one of {whose} {classes:?} (0 = background)", first[v as usize].unwrap_or("?")));
+    }
+    classes.insert(0, 0);
+    Ok(classes)
+}
+
+fn check_request(r: &TrainRequest) -> Result<(), String> {
+    if !(r.learning_rate.is_finite() && r.learning_rate > 0.0) {
+        return Err(format!("--lr {}: must be a positive number", r.learning_rate));
+    }
+    if !(0.0..1.0).contains(&r.val_fraction) {
+        return Err(format!("--val-fraction {}: must be in [0, 1)", r.val_fraction));
+    }
+    if r.rank == 0 || r.batch == 0 {
+        return Err("--rank and --batch must be at least 1".into());
+    }
+    // Checked up front, so that a training run does not end on a refusal to write its first checkpoint.
+    let folder = r.out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if !folder.is_dir() {
+        return Err(format!("--out {}: the folder {} does not exist", r.out.display(), folder.display()));
+    }
+    if r.resume && !r.out.is_file() {
+        return Err(format!("--resume: {} does not exist (train without --resume first)", r.out.display()));
+    }
+    Ok(())
+}
+
 pub fn run(request: &TrainRequest, device: &Device) -> Result<Vec<EpochReport>, String> {
+    check_request(request)?;
+    let (pairs, size) = read_dataset(&request.dataset, request.size)?;
     let weights = crate::sam2::weights::load_weights_file(&request.weights)?;
     let (model, config, _) = weights.into_model(&request.overrides, device)?;
-    let (pairs, size) = read_dataset(&request.dataset, request.size)?;
-    if size[0] % 32 != 0 || size[1] % 32 != 0 {
-        return Err(format!("--size {size:?}: both sides must be multiples of 32"));
-    }
-    let mut classes = request.classes.clone().unwrap_or_else(|| {
-        let mut seen = [false; 256];
-        pairs.iter().for_each(|(_, _, l)| l.as_raw().iter().for_each(|&v| seen[v as usize] = true));
-        (1..=255u8).filter(|&v| seen[v as usize]).collect()
-    });
-    classes.retain(|&c| c != 0);
-    classes.insert(0, 0);
+
+    // The base is frozen, then the trained parts are attached (or loaded) and everything moves to the
+    // autodiff device; only the trained parameters are tracked.
+    let mut model = model.no_grad();
+    let state_path = PathBuf::from(format!("{}.state.safetensors", request.out.display()));
+    let resumed = if request.resume {
+        let bytes = std::fs::read(&request.out).map_err(|e| format!("--resume: cannot read {}: {e}", request.out.display()))?;
+        let set = AdapterSet::from_bytes(&bytes, &request.out.display().to_string(), &mut model, &config)
+            .map_err(|e| format!("--resume: {e}"))?;
+        let (adam, epoch) = load_state(&state_path, request.learning_rate, device)?;
+        check_state(&adam, &bytes, &state_path)?;
+        Some((set, adam, epoch))
+    } else {
+        None
+    };
+    let classes = choose_classes(&pairs, request.classes.as_deref(), resumed.as_ref().map(|(s, ..)| s.spec.classes.as_slice()))?;
     let index: HashMap<u8, u8> = classes.iter().enumerate().map(|(i, &c)| (c, i as u8)).collect();
     let samples: Vec<Sample> = pairs
         .iter()
-        .map(|(_, img, lab)| Sample {
-            rgb: img.as_raw().clone(),
-            labels: lab.as_raw().iter().map(|v| *index.get(v).unwrap_or(&0)).collect(),
-            size,
-        })
+        .map(|(_, img, lab)| Sample { rgb: img.as_raw().clone(), labels: lab.as_raw().iter().map(|v| index[v]).collect(), size })
         .collect();
     let n_val = ((samples.len() as f64 * request.val_fraction).round() as usize).min(samples.len().saturating_sub(1));
     let (train_set, val_set) = samples.split_at(samples.len() - n_val);
     let val_set = if val_set.is_empty() { train_set } else { val_set };
 
-    // The base is frozen, then the trained parts are attached (or loaded) and everything moves to the
-    // autodiff device; only the trained parameters are tracked.
     let ad = device.clone().autodiff();
-    let mut model = model.no_grad();
-    let state_path = PathBuf::from(format!("{}.state.safetensors", request.out.display()));
-    let (mut set, mut adam, first_epoch) = if request.resume {
-        let bytes = std::fs::read(&request.out).map_err(|e| format!("--resume: cannot read {}: {e}", request.out.display()))?;
-        let set = AdapterSet::from_bytes(&bytes, &request.out.display().to_string(), &mut model, &config)?;
-        let (adam, epoch) = load_state(&state_path, request.learning_rate, device)?;
-        (set, adam, epoch)
-    } else {
-        let spec = AdapterSpec { rank: request.rank, ..AdapterSpec::new(classes.clone()) };
-        let mut set = AdapterSet::attach(spec, &mut model, device);
-        seeded_init(&mut model, &mut set, &mut Rng::new(request.seed), device);
-        (set, Adam { lr: request.learning_rate, ..Default::default() }, 0)
+    let (mut set, mut adam, first_epoch) = match resumed {
+        Some(r) => r,
+        None => {
+            let spec = AdapterSpec { rank: request.rank, ..AdapterSpec::new(classes.clone()) };
+            let mut set = AdapterSet::attach(spec, &mut model, device);
+            seeded_init(&mut model, &mut set, &mut Rng::new(request.seed), device);
+            (set, Adam { lr: request.learning_rate, ..Default::default() }, 0)
+        }
     };
     let mut model = model.fork(&ad).train();
     set.head = set.head.fork(&ad).train();
@@ -384,6 +492,19 @@ pub fn run(request: &TrainRequest, device: &Device) -> Result<Vec<EpochReport>, 
         eprintln!("epoch {}: loss {:.4}, {:.2} images/s, val {}", report.epoch, report.loss, report.images_per_second, per_class.join(", "));
         save_checkpoint(&out, &state_path, model, set, adam, &config, report.epoch)
     })
+}
+
+/// The optimiser state must belong to the adapter file it sits beside: every moment names one of the file's
+/// tensors with its number of values (a state from another run would make Adam combine tensors of other shapes).
+fn check_state(adam: &Adam, adapter: &[u8], state: &Path) -> Result<(), String> {
+    let st = safetensors::SafeTensors::deserialize(adapter).map_err(|e| e.to_string())?;
+    for (key, (m, _)) in &adam.moments {
+        let want = st.tensor(key).map(|t| t.shape().iter().product::<usize>()).ok();
+        if want != Some(m.dims()[0]) {
+            return Err(format!("--resume: {} does not belong to this adapter file (its moment '{key}' matches no tensor of it)", state.display()));
+        }
+    }
+    Ok(())
 }
 
 /// Reproducible initial values (Burn's initialisers draw from an unseeded generator): each adapter's `down`

@@ -258,14 +258,183 @@ fn training_lowers_the_loss_and_beats_the_dice_floor_then_resumes() {
 
     // Prompt-free segmentation of the images with the trained file (folded), as `memseg segment --adapter`.
     let seg = dir.join("seg");
-    let report = memseg::adapter_segment::run(
-        &common::fixtures().join("tiny21_reduced_256.pt"), &out, &[dir.join("data/images/039.png")], &seg, &overrides, &device,
-    ).unwrap();
+    let request = memseg::adapter_segment::AdapterSegmentRequest {
+        weights: common::fixtures().join("tiny21_reduced_256.pt"),
+        adapter: out.clone(),
+        frames: vec![dir.join("data/images/039.png")],
+        intensity: None,
+        modality: None,
+        truth: None,
+        out: seg.clone(),
+        overwrite: false,
+        overrides: overrides.clone(),
+    };
+    let report = memseg::adapter_segment::run(&request, &device).unwrap();
     let map = image::open(seg.join("039.png")).unwrap().to_luma8();
     assert_eq!(map.dimensions(), (64, 64));
     let truth = image::open(dir.join("data/labels/039.png")).unwrap().to_luma8();
     let agree = map.as_raw().iter().zip(truth.as_raw()).filter(|(a, b)| a == b).count() as f64 / 4096.0;
-    eprintln!("segment --adapter: {:?}, pixel agreement with the truth {agree:.3}", report.slices);
+    let memseg::adapter_segment::AdapterOutcome::Volume(report) = report else { panic!("one image is a volume of one slice") };
+    eprintln!("segment --adapter: {:?} pixels per class, pixel agreement with the truth {agree:.3}", report.per_class.iter().map(|c| c.voxels).collect::<Vec<_>>());
+    assert_eq!(report.outputs, ["039.png", "labels.nii.gz", "report.json"]);
     assert!(agree > 0.8, "pixel agreement {agree}");
+
+    // Images of different sizes form no volume: each is segmented at its own size (any aspect ratio).
+    let wide = image::imageops::resize(&image::open(dir.join("data/images/038.png")).unwrap().to_rgb8(), 96, 40, image::imageops::FilterType::Triangle);
+    wide.save(dir.join("wide.png")).unwrap();
+    let request = memseg::adapter_segment::AdapterSegmentRequest {
+        frames: vec![dir.join("data/images/039.png"), dir.join("wide.png")],
+        out: dir.join("seg-images"),
+        ..request
+    };
+    let memseg::adapter_segment::AdapterOutcome::Images(images) = memseg::adapter_segment::run(&request, &device).unwrap() else {
+        panic!("images of two sizes are not a volume")
+    };
+    assert_eq!(images.outputs, ["039.png", "wide.png", "report.json"]);
+    assert_eq!(image::open(dir.join("seg-images/wide.png")).unwrap().to_luma8().dimensions(), (96, 40));
+    assert_eq!(image::open(dir.join("seg-images/039.png")).unwrap().to_luma8(), map, "the same map as alone");
+    assert!(images.images[1].area_pixels.iter().sum::<usize>() > 0, "{:?}", images.images);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+// --- `memseg train` and `memseg segment --adapter` through the CLI: bad datasets and volumes ----------------
+
+fn reduced_overrides() -> Vec<String> {
+    let fx = common::VideoFixture::open(&common::fixtures().join("tiny21_reduced_256.mid.video.safetensors"));
+    fx.meta["hydra_overrides_extra"].as_array().unwrap().iter().map(|o| format!("--override={}", o.as_str().unwrap())).collect()
+}
+
+/// Runs the CLI (Flex); returns (success, stderr).
+fn memseg_cli(args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_memseg")).arg("--backend").arg("flex").args(args).output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stderr).to_string())
+}
+
+fn train_cli(dataset: &std::path::Path, out: &std::path::Path, extra: &[&str]) -> (bool, String) {
+    let weights = common::fixtures().join("tiny21_reduced_256.pt");
+    let overrides = reduced_overrides();
+    let mut args = vec!["train", "--weights", weights.to_str().unwrap(), "--dataset", dataset.to_str().unwrap()];
+    args.extend(["--out", out.to_str().unwrap(), "--epochs", "1", "--batch", "2"]);
+    args.extend(overrides.iter().map(String::as_str));
+    args.extend(extra);
+    memseg_cli(&args)
+}
+
+fn save_grey(path: &std::path::Path, size: u32, value: impl Fn(u32, u32) -> u8) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    image::GrayImage::from_fn(size, size, |x, y| image::Luma([value(x, y)])).save(path).unwrap();
+}
+
+/// A dataset of `n` 64x64 pairs: a bright square (label 1) on a dark background.
+fn squares(dir: &std::path::Path, n: usize) {
+    for i in 0..n as u32 {
+        let inside = move |x: u32, y: u32| (8 + 4 * i..40 + 4 * i).contains(&x) && (10..42).contains(&y);
+        save_grey(&dir.join(format!("images/{i:02}.png")), 64, move |x, y| if inside(x, y) { 200 } else { 40 + ((x * 7 + y * 13) % 20) as u8 });
+        save_grey(&dir.join(format!("labels/{i:02}.png")), 64, move |x, y| u8::from(inside(x, y)));
+    }
+}
+
+/// Every file under `dir` (names), to check that a refused run wrote nothing.
+fn files_in(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir).map(|r| r.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().to_string()).collect()).unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// Each bad dataset is refused with a message naming the problem, a failing exit code, no panic, and no
+/// adapter or state file (nor a `.tmp`) left behind.
+#[test]
+fn train_refuses_bad_datasets_with_clear_errors_and_writes_nothing() {
+    let root = std::env::temp_dir().join(format!("memseg-train-bad-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    type Setup = Box<dyn Fn(&std::path::Path)>;
+    let cases: Vec<(&str, Setup, Vec<&str>, &str)> = vec![
+        ("no images folder", Box::new(|d| { squares(d, 2); std::fs::remove_dir_all(d.join("images")).unwrap(); }), vec![], "images is missing"),
+        ("no labels folder", Box::new(|d| { squares(d, 2); std::fs::remove_dir_all(d.join("labels")).unwrap(); }), vec![], "labels is missing"),
+        ("empty dataset", Box::new(|d| { std::fs::create_dir_all(d.join("images")).unwrap(); std::fs::create_dir_all(d.join("labels")).unwrap(); }), vec![], "the dataset is empty"),
+        ("unpaired files", Box::new(|d| {
+            squares(d, 3);
+            std::fs::rename(d.join("labels/01.png"), d.join("labels/99.png")).unwrap();
+        }), vec![], "2 file(s) without their pair (same name in images/ and labels/): images/01.png, labels/99.png"),
+        ("size mismatch", Box::new(|d| { squares(d, 2); save_grey(&d.join("labels/01.png"), 32, |_, _| 0); }), vec![], "label size (32, 32) differs from its image's (64, 64)"),
+        ("value beyond --classes", Box::new(|d| { squares(d, 2); save_grey(&d.join("labels/01.png"), 64, |x, _| if x < 8 { 2 } else { 0 }); }),
+            vec!["--classes", "1"], "labels/01.png holds the value 2, not one of --classes [1]"),
+        ("not label maps", Box::new(|d| { squares(d, 2); save_grey(&d.join("labels/01.png"), 64, |x, y| (x + y) as u8); }), vec![], "distinct values: not label maps"),
+        ("only background", Box::new(|d| { squares(d, 2); for i in 0..2 { save_grey(&d.join(format!("labels/{i:02}.png")), 64, |_, _| 0); } }), vec![], "the labels hold no class"),
+        ("unreadable PNG", Box::new(|d| { squares(d, 2); std::fs::write(d.join("images/01.png"), b"not a png at all").unwrap(); }), vec![], "cannot read"),
+        ("colour label", Box::new(|d| {
+            squares(d, 2);
+            image::RgbImage::from_pixel(64, 64, image::Rgb([0, 1, 0])).save(d.join("labels/01.png")).unwrap();
+        }), vec![], "a label map has one channel"),
+        ("--size not a multiple of 32", Box::new(|d| squares(d, 2)), vec!["--size", "50,64"], "multiples of 32"),
+        ("--resume without a checkpoint", Box::new(|d| squares(d, 2)), vec!["--resume"], "does not exist (train without --resume first)"),
+    ];
+    for (i, (name, setup, extra, expected)) in cases.iter().enumerate() {
+        let case = root.join(format!("case{i}"));
+        setup(&case.join("data"));
+        let out = case.join("out/adapter.safetensors");
+        std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+        let (ok, stderr) = train_cli(&case.join("data"), &out, extra);
+        eprintln!("{name}: {}", stderr.lines().last().unwrap_or(""));
+        assert!(!ok, "{name}: memseg train succeeded");
+        assert!(!stderr.contains("panicked"), "{name}: {stderr}");
+        assert!(stderr.contains(expected), "{name}: expected '{expected}' in: {stderr}");
+        assert_eq!(files_in(out.parent().unwrap()), Vec::<String>::new(), "{name}: files left behind");
+    }
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+/// `--resume` refuses a checkpoint that does not fit: a state file from another adapter, an adapter trained on
+/// another image encoder, a dataset holding a class the checkpoint lacks. The checkpoint is left as it was.
+#[test]
+fn train_resume_refuses_mismatched_checkpoints() {
+    let root = std::env::temp_dir().join(format!("memseg-train-resume-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    squares(&root.join("data"), 3);
+    let (a, b) = (root.join("a/adapter.safetensors"), root.join("b/adapter.safetensors"));
+    for (out, rank) in [(&a, "8"), (&b, "4")] {
+        std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+        let (ok, stderr) = train_cli(&root.join("data"), out, &["--rank", rank]);
+        assert!(ok, "{stderr}");
+    }
+    let state = |p: &std::path::Path| std::path::PathBuf::from(format!("{}.state.safetensors", p.display()));
+    let check = |name: &str, out: &std::path::Path, data: &std::path::Path, expected: &str| {
+        let before: Vec<Vec<u8>> = [out.to_path_buf(), state(out)].iter().map(|p| std::fs::read(p).unwrap()).collect();
+        let (ok, stderr) = train_cli(data, out, &["--resume"]);
+        eprintln!("{name}: {}", stderr.lines().last().unwrap_or(""));
+        assert!(!ok && !stderr.contains("panicked"), "{name}: {stderr}");
+        assert!(stderr.contains(expected), "{name}: expected '{expected}' in: {stderr}");
+        let after: Vec<Vec<u8>> = [out.to_path_buf(), state(out)].iter().map(|p| std::fs::read(p).unwrap()).collect();
+        assert!(before == after, "{name}: the checkpoint changed");
+        assert_eq!(files_in(out.parent().unwrap()).len(), 2, "{name}: files left behind");
+    };
+    // The rank-4 run's optimiser state beside the rank-8 adapter.
+    std::fs::copy(state(&b), state(&a)).unwrap();
+    check("state of another adapter", &a, &root.join("data"), "does not belong to this adapter file");
+
+    // An adapter whose recorded config is another image encoder (its metadata rewritten).
+    let bytes = std::fs::read(&b).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let mut header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let mut config: serde_json::Value = serde_json::from_str(header["__metadata__"]["config"].as_str().unwrap()).unwrap();
+    let embed = config["image_encoder"]["trunk"]["embed_dim"].as_u64().expect("config.image_encoder.trunk.embed_dim");
+    config["image_encoder"]["trunk"]["embed_dim"] = (embed * 2).into();
+    header["__metadata__"]["config"] = config.to_string().into();
+    let mut text = header.to_string().into_bytes();
+    text.resize(text.len().next_multiple_of(8), b' ');
+    let mut rewritten = (text.len() as u64).to_le_bytes().to_vec();
+    rewritten.extend(text);
+    rewritten.extend(&bytes[8 + n..]);
+    std::fs::write(&b, rewritten).unwrap();
+    check("another encoder", &b, &root.join("data"), "trained on another image encoder");
+
+    // A dataset with a class (2) the checkpoint (classes 0, 1) does not segment.
+    let (ok, stderr) = train_cli(&root.join("data"), &root.join("c/adapter.safetensors"), &[]);
+    assert!(!ok && stderr.contains("the folder") && stderr.contains("does not exist"), "{stderr}");
+    std::fs::create_dir_all(root.join("c")).unwrap();
+    let c = root.join("c/adapter.safetensors");
+    assert!(train_cli(&root.join("data"), &c, &[]).0);
+    save_grey(&root.join("data/labels/02.png"), 64, |x, _| if x < 8 { 2 } else { 0 });
+    check("new class", &c, &root.join("data"), "holds the value 2, not one of the checkpoint's classes [1]");
+    let _ = std::fs::remove_dir_all(&root);
 }

@@ -18,13 +18,6 @@ fn fixture() -> VideoFixture {
     VideoFixture::open(&fixtures().join("tiny21_reduced_128.mid.video.safetensors"))
 }
 
-fn images(fx: &VideoFixture) -> Vec<RgbImage> {
-    let (shape, pixels) = fx.tensor("frames_u8").unwrap();
-    let [n, h, w, _] = shape[..] else { panic!() };
-    (0..n)
-        .map(|f| RgbImage::from_raw(w as u32, h as u32, pixels[f * h * w * 3..(f + 1) * h * w * 3].iter().map(|&v| v as u8).collect()).unwrap())
-        .collect()
-}
 
 /// The fixture's mask on frame 3 as label `class`, and a second object (a box) as label `class + 1`.
 fn labels(fx: &VideoFixture, class: u8, with_box: bool) -> GrayImage {
@@ -68,7 +61,7 @@ fn supports_only_equals_a_fresh_video_per_query() {
     let fx = fixture();
     let device = Device::flex();
     let model = fx.model(&device);
-    let frames = images(&fx);
+    let frames = fx.frames_rgb();
     let s = model.image_size();
     // Two supports (frames 3 and 5 with the same mask), queries: every frame.
     let support_labels = labels(&fx, 1, false);
@@ -106,7 +99,7 @@ fn propagate_releases_memories_without_changing_outputs() {
     let fx = fixture();
     let device = Device::flex();
     let model = fx.model(&device);
-    let base = images(&fx);
+    let base = fx.frames_rgb();
     // 40 slices (more than the 23 a memory can be reached from), drawn mask on slice 20.
     let frames: Vec<RgbImage> = (0..40).map(|i| base[(i * 3) % base.len()].clone()).collect();
     let drawn = labels(&fx, 1, false);
@@ -136,7 +129,7 @@ fn classes_share_each_slice_encoding_and_inserted_supports_are_skipped() {
     let fx = fixture();
     let device = Device::flex();
     let model = fx.model(&device);
-    let frames = images(&fx);
+    let frames = fx.frames_rgb();
     let two = labels(&fx, 1, true);
     let mut session = Session::new(frames.clone(), vec![1, 2]).unwrap();
     session.add_support(Support { name: "support".into(), image: frames[3].clone(), labels: two }).unwrap();
@@ -153,7 +146,7 @@ fn sgp_support_selection_picks_the_most_similar_support() {
     let fx = fixture();
     let device = Device::flex();
     let model = fx.model(&device);
-    let frames = images(&fx);
+    let frames = fx.frames_rgb();
     let l = labels(&fx, 1, false);
     let mut session = Session::new(vec![frames[1].clone(), frames[5].clone()], vec![1]).unwrap();
     for f in [0usize, 1, 2, 4, 5, 6] {
@@ -172,7 +165,7 @@ fn similarity_eviction_runs_both_passes() {
     let fx = fixture();
     let device = Device::flex();
     let model = fx.model(&device);
-    let base = images(&fx);
+    let base = fx.frames_rgb();
     let frames: Vec<RgbImage> = (0..16).map(|i| base[i % base.len()].clone()).collect();
     let mut session = Session::new(frames, vec![1]).unwrap();
     session.add_query_mask(8, "drawn", labels(&fx, 1, false)).unwrap();

@@ -97,6 +97,14 @@ pub fn default_for(volume: &Volume) -> Intensity {
     }
 }
 
+/// The mapping a support slice from another volume gets, as `memseg segment --support` gives it: an 8-bit
+/// image is used as it is (the picture the user saw and drew on, already windowed); a DICOM / NIfTI / 16-bit
+/// slice gets the query's mapping, so that support and query look alike to the model.
+pub fn for_support(support: &Volume, query: &Intensity) -> Intensity {
+    let as_is = support.kind == super::SourceKind::Raster && support.bit_depth == 8;
+    if as_is { Intensity::Identity } else { *query }
+}
+
 /// At most this many values feed the percentiles: an evenly strided sample of a large volume gives the same
 /// percentiles to display precision, without sorting a copy of the whole volume.
 const MAX_SAMPLE: usize = 1 << 22;

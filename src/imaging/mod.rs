@@ -10,10 +10,12 @@
 //! - [`dicom`]: a DICOM series, ordered in space, rescaled to HU for CT.
 //! - [`nifti`]: `.nii` / `.nii.gz` volumes, and the writer for label volumes that overlay their input.
 //! - [`intensity`]: windowing / percentiles / min-max to 8-bit RGB.
+//! - [`labels`]: label maps and label volumes from files, checked against the image they label.
 //! - [`phantom`]: a synthetic CT volume with labelled structures (the browser's sample volume).
 
 pub mod dicom;
 pub mod intensity;
+pub mod labels;
 pub mod nifti;
 pub mod phantom;
 pub mod raster;

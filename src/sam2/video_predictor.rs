@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use burn::tensor::Tensor;
 
 use super::interpolate;
-use super::memory_bank::{MemoryBank, RecentMemories};
+use super::memory_bank::{EntryInfo, MemoryBank, MemorySelection, RecentMemories};
 use super::sam2_base::{ImageFeatures, PointInputs, Sam2Base, SamOutput, TrackOutput};
 
 /// Where the frames come from: preprocessed model inputs `[1, 3, S, S]` on the model's device.
@@ -43,6 +43,11 @@ pub struct FrameOutput {
     pub maskmem_features: Option<Tensor<4>>,
     /// The memory-conditioned features (tracked frames only).
     pub pix_feat_with_mem: Option<Tensor<4>>,
+    /// What the object's bank held when the frame was reached (before its own memory was added).
+    pub held: Vec<EntryInfo>,
+    /// The memories the frame attended to (tracked frames only): the selection `track_step` makes from the
+    /// same bank, taken here so that the teaching view shows the model's actual choice.
+    pub selection: Option<MemorySelection>,
 }
 
 /// One object's prompts, temporary outputs and memory bank (`*_per_obj[obj_idx]` in Meta's state).
@@ -344,6 +349,8 @@ impl<'a> VideoPredictor<'a> {
                 iou_score: e.iou_score.clone(),
                 maskmem_features: Some(e.maskmem_features.clone()),
                 pix_feat_with_mem: None,
+                held: state.bank.entries(),
+                selection: None,
             };
             self.objects[object].frames_tracked.insert(frame, reverse);
             return Ok(out);
@@ -351,6 +358,10 @@ impl<'a> VideoPredictor<'a> {
         let features = self.features(frame)?;
         let model = self.model;
         let state = &mut self.objects[object];
+        let held = state.bank.entries();
+        // The same call `prepare_memory_conditioned_features` makes inside `track_step` on this bank (index
+        // logic only: cheap), before the frame's own memory enters the bank.
+        let selection = state.bank.select(frame, reverse, n, model.tracking_config());
         let out = model.track_step(frame, false, &features, None, None, &state.bank, n, reverse, true, None);
         state.bank.insert_tracked(frame, out.memory_entry().expect("memory encoder ran"));
         state.frames_tracked.insert(frame, reverse);
@@ -365,6 +376,8 @@ impl<'a> VideoPredictor<'a> {
             iou_score: out.sam.iou_score,
             maskmem_features: out.maskmem_features,
             pix_feat_with_mem: out.pix_feat_with_mem,
+            held,
+            selection: Some(selection),
         })
     }
 }

@@ -125,11 +125,16 @@ impl VideoFixture {
     /// Frame `f` of `frames_u8` `[N, S, S, 3]` through our preprocessing (the frames are S x S: no resize),
     /// which the fixture script checks is Meta's model input bit for bit.
     pub fn frame(&self, f: usize, device: &Device) -> Tensor<4> {
+        let image = &self.frames_rgb()[f];
+        transforms::preprocess_rgb8(image, image.height() as usize, device)
+    }
+
+    /// Every frame of `frames_u8` `[N, H, W, 3]` as an 8-bit RGB image (what the session takes).
+    pub fn frames_rgb(&self) -> Vec<image::RgbImage> {
         let (shape, pixels) = self.tensor("frames_u8").expect("frames_u8");
-        let [_, h, w, _] = shape[..] else { panic!("frames_u8 shape {shape:?}") };
-        let bytes: Vec<u8> = pixels[f * h * w * 3..(f + 1) * h * w * 3].iter().map(|&v| v as u8).collect();
-        let image = image::RgbImage::from_raw(w as u32, h as u32, bytes).unwrap();
-        transforms::preprocess_rgb8(&image, h, device)
+        let [n, h, w, _] = shape[..] else { panic!("frames_u8 shape {shape:?}") };
+        let bytes: Vec<u8> = pixels.iter().map(|&v| v as u8).collect();
+        (0..n).map(|f| image::RgbImage::from_raw(w as u32, h as u32, bytes[f * h * w * 3..(f + 1) * h * w * 3].to_vec()).unwrap()).collect()
     }
 
     pub fn num_frames(&self) -> usize {
