@@ -1,7 +1,14 @@
 // The page: talks to the compute worker (worker.js) and renders what it answers. No computation happens here
 // beyond drawing: reading weights and images, the model, the masks' propagation and the exports all run in
 // the worker, so the page stays responsive.
+import * as adapter from './adapter.js';
+import { BankView } from './bank.js';
+import { showDice } from './chart.js';
+import { checkVolumeFiles, describeEstimate, memoryNote } from './limits.js';
+import { crashRecovery } from './recovery.js';
 import { connect } from './rpc.js';
+import * as weights from './weights.js';
+import * as inputs from './inputs.js';
 import * as store from './store.js';
 import { Viewer } from './viewer.js';
 import { zip } from './zip.js';
@@ -21,9 +28,9 @@ let results = []; // slice -> Uint8Array label map from the last run (partial wh
 let z = 0;
 let workKey = null; // the current volume's key in the browser's store (store.js)
 
-const worker = new Worker(new URL('./worker.js', import.meta.url), { type: 'module' });
-const call = connect(worker, {
-  onPanic: (message) => showError(`The compute core crashed: ${message}\nReload the page to start again.`),
+// A crashed worker is replaced (rpc.js) and the work brought back (see "Crash recovery" below).
+const call = connect(() => new Worker(new URL('./worker.js', import.meta.url), { type: 'module' }), {
+  onCrash: (reason) => recoverFromCrash(reason),
   onFailure: (reason) => showError(`Error: ${reason}`),
 });
 // The worker protocol, for the browser tests and the console (e.g. memsegCall('encoderStages', {...})).
@@ -96,20 +103,9 @@ async function selftest() {
 
 // --- Model ----------------------------------------------------------------------------------------------
 
-async function loadModel(file) {
-  if (!file) return;
-  const overrides = $('model-overrides').value.split('\n').map((s) => s.trim()).filter(Boolean);
-  status('model-status', `Reading ${file.name} (${(file.size / 1e6).toFixed(1)} MB)…`);
-  try {
-    const bytes = await file.arrayBuffer();
-    const report = await call('loadSam2', { bytes, name: file.name, overrides }, { transfer: [bytes] });
-    state.model = report;
-    status('model-status', `${report.generation} loaded from ${file.name} (${report.format}, ${report.image_size} px input) in ${(report.ms / 1000).toFixed(1)} s.`, 'ok');
-  } catch (e) {
-    status('model-status', `Could not load ${file.name}: ${e.message}`, 'error');
-  }
-  updateControls();
-}
+// Weights by file, download, this server's models/ or kept in this browser: weights.js.
+const loadModel = (file) => weights.loadFile(file);
+const modelOverrides = () => $('model-overrides').value.split('\n').map((s) => s.trim()).filter(Boolean);
 
 // --- Volume and viewer ----------------------------------------------------------------------------------
 
@@ -176,26 +172,78 @@ async function restoreWork() {
 
 async function forgetWork() {
   clearTimeout(saveTimer);
+  clearTimeout(resultsTimer);
   drawn.clear();
   history.clear();
+  results = [];
+  state.lastRun = null;
+  renderResults();
   viewer.draw();
   updateControls();
   try {
-    await store.forget(workKey);
-    status('work-status', 'Forgot the painted masks kept for this volume.');
+    await Promise.all([store.forget(workKey), store.forgetResults(workKey)]);
+    status('work-status', 'Forgot the painted masks and results kept for this volume.');
   } catch (e) {
-    status('work-status', `Could not forget the kept masks: ${e.message}`, 'error');
+    status('work-status', `Could not forget the kept work: ${e.message}`, 'error');
   }
+}
+
+// --- Results kept in this browser -----------------------------------------------------------------------
+// A run's label maps and report are saved when it ends, and every few seconds while it runs, so that a
+// reload, a crash or a lost GPU keeps what was computed. A finished run's exports work again after a reload
+// (the worker rebuilds them from the kept labels: restoreRun); an unfinished one is shown, not exported.
+
+let resultsTimer = null;
+function persistResults(summary, { now = false } = {}) {
+  clearTimeout(resultsTimer);
+  const key = workKey;
+  const slices = results.map((labels, slice) => [slice, labels]).filter(([, labels]) => labels);
+  const save = () => store.saveResults(key, { slices, summary })
+    .catch((e) => status('work-status', `Could not keep the results in this browser: ${e.message}`, 'error'));
+  if (now) return save();
+  resultsTimer = setTimeout(save, 5000);
+}
+
+async function restoreResults() {
+  const kept = await store.loadResults(workKey).catch(() => undefined);
+  if (!kept) return;
+  for (const [slice, labels] of kept.slices) results[slice] = labels;
+  const when = new Date(kept.savedAt).toLocaleString();
+  if (kept.summary?.report) {
+    try {
+      const labels = new Uint8Array(state.volume.width * state.volume.height * state.volume.slices);
+      for (const [slice, map] of kept.slices) labels.set(map, slice * map.length);
+      await call('restoreRun', { labels, report: JSON.stringify(kept.summary.report) }, { transfer: [labels.buffer] });
+      state.lastRun = kept.summary;
+      status('run-status', `Restored the results of the run of ${when}, kept in this browser.`, 'ok');
+    } catch (e) {
+      status('run-status', `The results kept from ${when} could not be restored: ${e.message}`, 'error');
+    }
+  } else {
+    status('run-status', `Restored an unfinished run of ${when} (${kept.slices.length} of ${state.volume.slices} slices); run again to finish it.`);
+  }
+}
+
+/** Makes the current slice's result a painted mask, to correct with the brush and run again. */
+function correctSlice() {
+  if (!results[z] || state.running) return;
+  viewer.app.beginStroke(z).set(results[z]);
+  persist();
+  viewer.draw();
+  updateControls();
+  status('work-status', `Slice ${z + 1}'s result is now a painted mask: correct it with the brush or the eraser, then Run again. ` +
+    'Every painted slice conditions the propagation, so the correction steers the slices around it.');
 }
 
 async function volumeLoaded(meta) {
   state.volume = meta;
   state.lastRun = null;
+  teaching.clear();
   drawn.clear();
   history.clear();
   results = [];
   const [sx, sy, sz] = meta.spacing_mm.map((v) => +v.toFixed(3));
-  status('volume-status', `${meta.source}: ${meta.width}×${meta.height}, ${meta.slices} slices, ${sx}×${sy}×${sz} mm, ${meta.modality === 'other' ? 'modality not given' : meta.modality.toUpperCase()}.`, 'ok');
+  status('volume-status', `${meta.source}: ${meta.width}×${meta.height}, ${meta.slices} slices, ${sx}×${sy}×${sz} mm, ${meta.modality === 'other' ? 'modality not given' : meta.modality.toUpperCase()}; ${memoryNote(meta)}.`, 'ok');
   $('slice').max = meta.slices - 1;
   $('slice').disabled = false;
   $('viewer-empty').hidden = true;
@@ -205,6 +253,8 @@ async function volumeLoaded(meta) {
   }
   workKey = store.volumeKey(meta);
   await restoreWork();
+  await restoreResults();
+  inputs.volumeChanged();
   renderClasses();
   renderResults();
   showSlice(Math.floor(meta.slices / 2));
@@ -214,8 +264,11 @@ async function loadVolume(fileList) {
   const files = [...fileList].filter((f) => !f.name.startsWith('.'));
   if (!files.length) return;
   files.sort((a, b) => (a.webkitRelativePath || a.name).localeCompare(b.webkitRelativePath || b.name, undefined, { numeric: true }));
-  status('volume-status', `Reading ${files.length} file${files.length > 1 ? 's' : ''}…`);
+  const check = await checkVolumeFiles(files);
+  if (check.error) return status('volume-status', `Not read: ${check.error}.`, 'error');
+  status('volume-status', `Reading ${files.length} file${files.length > 1 ? 's' : ''} (${describeEstimate(check)})…`);
   try {
+    volumeSource = { files };
     const entries = await Promise.all(files.map(async (f) => ({ name: f.webkitRelativePath || f.name, bytes: await f.arrayBuffer() })));
     await volumeLoaded(await call('loadVolume', { files: entries }, { transfer: entries.map((e) => e.bytes) }));
   } catch (e) {
@@ -226,6 +279,7 @@ async function loadVolume(fileList) {
 async function loadSample() {
   status('volume-status', 'Generating the sample volume…');
   try {
+    volumeSource = { sample: true };
     await volumeLoaded(await call('loadSample'));
   } catch (e) {
     status('volume-status', `Could not make the sample: ${e.message}`, 'error');
@@ -262,6 +316,18 @@ function addClass(name, color) {
   state.activeClass = value;
   renderClasses();
   persist();
+  updateControls();
+}
+
+/** The adapter's classes (adapter.js) join the class list, so that its results get names and colours. */
+function adapterClasses(values) {
+  const missing = values.filter((v) => !state.classes.some((c) => c.value === v));
+  for (const value of missing) state.classes.push({ value, name: `class ${value}`, color: PALETTE[state.classes.length % PALETTE.length], visible: true });
+  if (missing.length) {
+    state.activeClass ??= state.classes[0].value;
+    renderClasses();
+    if (state.volume) persist();
+  }
   updateControls();
 }
 
@@ -302,9 +368,23 @@ function paintedMasks() {
 const optionalInt = (id) => ($(id).value === '' ? null : Number($(id).value));
 const seconds = (ms) => (ms < 1000 ? `${Math.round(ms)} ms` : ms < 60_000 ? `${(ms / 1000).toFixed(1)} s` : `${Math.floor(ms / 60_000)} min ${Math.round((ms % 60_000) / 1000)} s`);
 
+// The teaching view (bank.js): each class's memory bank at every step of the run, replayable afterwards.
+const teaching = new BankView($('teaching'), {
+  classes: () => state.classes,
+  supportNames: () => state.lastRun?.report?.supports ?? [],
+  onPick: (slice) => showSlice(slice),
+});
+
 async function run() {
-  const { masks, classes } = paintedMasks();
-  if (!masks.length) return status('run-status', 'Paint a mask on at least one slice first.', 'error');
+  // Prompt-free (adapter.js): the adapter's classes on every slice, no masks or supports.
+  const promptFree = adapter.selected();
+  const { masks, classes: painted } = paintedMasks();
+  // Supports from other volumes (inputs.js) join the painted masks, as `--support` joins `--mask` in the CLI.
+  const supports = inputs.runSupports();
+  const classes = promptFree ? adapter.info()?.classes ?? [] : [...new Set([...painted, ...inputs.supportClasses()])].sort((a, b) => a - b);
+  if (promptFree && !classes.length) return status('run-status', 'Load an adapter file first (model panel).', 'error');
+  if (promptFree) adapterClasses(classes);
+  if (!promptFree && !masks.length && !supports.length) return status('run-status', 'Paint a mask on at least one slice (or add a support) first.', 'error');
   const options = {
     classes, mode: $('mode').value, intensity: $('window').value,
     maxConditioning: optionalInt('max-conditioning'), selectSupports: optionalInt('select-supports'),
@@ -320,10 +400,15 @@ async function run() {
   status('run-status', `Starting (${names})…`);
   $('run-progress').hidden = false;
   $('run-progress').value = 0;
+  if (!promptFree) teaching.start({ slices: state.volume.slices, classes, mode: options.mode, options });
   try {
-    const summary = await call('run', { options, masks: masks.map((m) => ({ slice: m.slice, labels: m.labels.slice() })) }, {
+    const [op, args] = promptFree ? adapter.request(options.intensity)
+      : ['run', { options, masks: masks.map((m) => ({ slice: m.slice, labels: m.labels.slice() })), supports }];
+    const summary = await call(op, args, {
       onProgress(p) {
         results[p.slice] = p.labels;
+        if (p.bank) teaching.push(p);
+        persistResults({ partial: true, steps: p.step, total: p.total });
         state.progress = { step: p.step, total: p.total, slice: p.slice, elapsedMs: p.elapsedMs };
         $('run-progress').value = p.step / p.total;
         const left = (p.elapsedMs / p.step) * (p.total - p.step);
@@ -333,8 +418,10 @@ async function run() {
     });
     if (summary.cancelled) {
       status('run-status', `Cancelled after ${summary.steps} of ${summary.total} slices.`);
+      persistResults({ partial: true, steps: summary.steps, total: summary.total }, { now: true }); // not awaited: the UI frees now
     } else {
       state.lastRun = summary;
+      persistResults(summary, { now: true });
       const perSlice = (summary.report.seconds * 1000) / summary.steps;
       status('run-status', `Done: ${summary.steps} slices in ${seconds(summary.report.seconds * 1000)} (${seconds(perSlice)} a slice).`, 'ok');
     }
@@ -343,6 +430,7 @@ async function run() {
   } finally {
     state.running = false;
     $('run-progress').hidden = true;
+    teaching.finish();
     renderResults();
     viewer.draw();
     updateControls();
@@ -354,6 +442,7 @@ async function run() {
 function renderResults() {
   const table = $('results-table');
   const report = state.lastRun?.report;
+  showDice($('dice-chart'), report, state.classes, state.volume?.slices);
   table.hidden = !report;
   if (!report) return;
   const name = (v) => state.classes.find((c) => c.value === v)?.name ?? `class ${v}`;
@@ -394,11 +483,12 @@ function updateControls() {
   $('redo').disabled = busy || !h?.redo.length;
   $('clear-slice').disabled = busy || !drawn.has(z);
   $('forget-work').disabled = busy || !state.volume;
+  $('correct-slice').disabled = busy || !results[z];
   const { masks } = paintedMasks();
   $('drawn-status').textContent = masks.length
     ? `Painted: slice${masks.length > 1 ? 's' : ''} ${masks.map((m) => m.slice + 1).join(', ')}.`
     : 'Paint the structure on one or more slices with the brush.';
-  $('run').disabled = busy || !state.model || !state.volume || !masks.length;
+  $('run').disabled = busy || !state.model || !state.volume || (adapter.selected() ? !adapter.info() : !masks.length && !inputs.count());
   $('run').hidden = busy;
   $('cancel').hidden = !busy;
   for (const id of Object.keys(exporters)) $(id).disabled = busy || !state.lastRun;
@@ -410,10 +500,11 @@ function updateControls() {
   }
   // The run panel's hint says what is missing, unless it shows a result, an error or a cancellation.
   const runStatus = $('run-status');
-  if (!busy && runStatus.className === 'status' && !runStatus.textContent.startsWith('Cancel')) {
-    const missing = [!state.model && 'load a model', !state.volume && 'load a volume', !masks.length && 'paint a mask'].filter(Boolean);
+  if (!busy && runStatus.className === 'status' && !/^(Cancel|Restored)/.test(runStatus.textContent)) {
+    const missing = [!state.model && 'load a model', !state.volume && 'load a volume', adapter.missing(), !adapter.selected() && !masks.length && !inputs.count() && 'paint a mask'].filter(Boolean);
     runStatus.textContent = missing.length ? `To run: ${missing.join(', ')}.` : 'Ready: press Run.';
   }
+  inputs.setBusy(busy);
   document.body.classList.toggle('running', busy);
 }
 
@@ -429,6 +520,15 @@ function dropZone(el, onFiles) {
 
 function wire() {
   $('model-overrides').value = params.getAll('override').join('\n');
+  adapter.setup({ call, status, onChange: adapterClasses });
+  weights.setup({
+    call, status, overrides: modelOverrides,
+    onModel(report) {
+      state.model = report;
+      updateControls();
+      adapter.modelChanged();
+    },
+  });
   $('model-file').addEventListener('change', (e) => loadModel(e.target.files[0]));
   dropZone($('model-panel'), (files) => loadModel(files[0]));
   $('image-files').addEventListener('change', (e) => loadVolume(e.target.files));
@@ -445,6 +545,7 @@ function wire() {
   $('redo').addEventListener('click', () => undoRedo('redo', 'undo'));
   $('clear-slice').addEventListener('click', clearSlice);
   $('forget-work').addEventListener('click', forgetWork);
+  $('correct-slice').addEventListener('click', correctSlice);
   $('run').addEventListener('click', run);
   $('cancel').addEventListener('click', () => {
     status('run-status', 'Cancelling after the current slice…');
@@ -466,6 +567,15 @@ function wire() {
     else showSlice(z + Math.sign(e.deltaY));
   }, { passive: false });
   $('selftest-rerun').addEventListener('click', selftest);
+  inputs.setup({
+    call, state, status, slice: () => z, renderClasses, persist, palette: PALETTE, onChange: updateControls,
+    paint(s, labels) { // a mask from a file: undoable like a brush stroke, kept like painting
+      viewer.app.beginStroke(s).set(labels);
+      persist();
+      viewer.draw();
+      updateControls();
+    },
+  });
   renderClasses();
   updateControls();
 }
@@ -475,6 +585,7 @@ window.memsegApp = {
   paintedMasks: () => paintedMasks().masks.map(({ slice, labels }) => ({ slice, labels: Array.from(labels) })),
   results: () => results.map((r) => (r ? Array.from(r) : null)),
   slice: () => z,
+  bankSteps: () => teaching.steps,
 };
 
 async function main() {
@@ -488,6 +599,70 @@ async function main() {
     return showError(`Could not start the compute device: ${e.message}`);
   }
   await selftest();
+  await weights.start();
+}
+
+// --- Crash recovery -------------------------------------------------------------------------------------
+// The worker crashed (rpc.js says why): a new one gets the device, the model and the volume back; the painted
+// masks are saved first and come back with the volume (restoreWork), as after a reload. See recovery.js.
+
+let volumeSource = null; // {files} (File objects, read again) or {sample: true}: what the volume came from
+let runLost = false; // a run was in flight when the worker crashed
+
+async function reloadVolume() {
+  if (!volumeSource) return false;
+  clearTimeout(saveTimer);
+  // The latest strokes may still wait for persist()'s debounce: save them now, as restoreWork reads the store.
+  if (workKey && (drawn.size || (await store.load(workKey)))) {
+    await store.save(workKey, { classes: state.classes, activeClass: state.activeClass, masks: [...drawn.entries()] });
+  }
+  const meta = volumeSource.sample ? await call('loadSample') : await call('loadVolume', {
+    files: await Promise.all(volumeSource.files.map(async (f) => ({ name: f.webkitRelativePath || f.name, bytes: await f.arrayBuffer() }))),
+  });
+  await volumeLoaded(meta);
+  return true;
+}
+
+const recovery = crashRecovery({
+  restart: () => call.restart(),
+  steps: [
+    ['the compute device', async () => { state.device = await call('init', { preference: params.get('backend') ?? 'auto' }); renderDevice(state.device); }],
+    ['the model', async () => Boolean(await weights.reload())],
+    ['the volume', reloadVolume],
+  ],
+  report: {
+    started(reason) {
+      runLost = state.running;
+      state.model = null; // until the new worker has it again
+      updateControls();
+      notice(`The compute core crashed (${reason}). Restarting it and reloading the model and the volume…`);
+    },
+    recovered(reason, done, failed) {
+      const back = done.filter((w) => w !== 'the compute device');
+      notice(`The compute core crashed (${reason}) and was restarted${back.length ? `: ${back.join(' and ')} reloaded` : ''}; ` +
+        `your painted masks are kept.${failed.length ? ` Could not reload ${failed.join('; ')}.` : ''}\n` +
+        (runLost ? 'The run in progress was lost: press Run again.' : 'You can go on where you were.'));
+      if (runLost) status('run-status', 'The run was interrupted by the crash: press Run again.', 'error');
+      updateControls();
+    },
+    gaveUp(reason) {
+      $('notice').hidden = true;
+      state.model = null; // it went with the worker: nothing can run until the page is reloaded
+      status('model-status', 'The model was lost with the crashed compute core: reload the page.', 'error');
+      updateControls();
+      showError(`The compute core crashed again (${reason}) soon after a first crash, so memseg stopped restarting it. ` +
+        'Your painted masks are kept in this browser: reload the page to go on. If it keeps crashing, try a smaller ' +
+        'volume, or the CPU with ?backend=flex.');
+    },
+  },
+});
+function recoverFromCrash(reason) {
+  return recovery(reason);
+}
+
+function notice(text) {
+  $('notice').textContent = text;
+  $('notice').hidden = false;
 }
 
 main();

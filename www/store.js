@@ -37,3 +37,18 @@ export function volumeKey(meta) {
 export const load = (key) => transact('readonly', (s) => s.get(key));
 export const save = (key, work) => transact('readwrite', (s) => s.put({ ...work, savedAt: Date.now() }, key));
 export const forget = (key) => transact('readwrite', (s) => s.delete(key));
+
+// A run's results (label maps per slice and the run's summary with its report), kept beside the work under
+// their own key so that saving masks while painting never rewrites megabytes of results.
+const resultsKey = (key) => `${key}|results`;
+/** {slices: [[slice, Uint8Array]], summary, savedAt} kept for this volume, or undefined. */
+export const loadResults = (key) => transact('readonly', (s) => s.get(resultsKey(key)));
+export const saveResults = (key, results) => transact('readwrite', (s) => s.put({ ...results, savedAt: Date.now() }, resultsKey(key)));
+export const forgetResults = (key) => transact('readwrite', (s) => s.delete(resultsKey(key)));
+
+// Supports taken from other volumes (inputs.js): not tied to the volume being segmented (a support serves any
+// query), so they have one entry of their own.
+const SUPPORTS_KEY = 'external-supports';
+/** {supports: [record], savedAt} (records as the worker's supportSlice makes them), or undefined. */
+export const loadSupports = () => transact('readonly', (s) => s.get(SUPPORTS_KEY));
+export const saveSupports = (supports) => transact('readwrite', (s) => s.put({ supports, savedAt: Date.now() }, SUPPORTS_KEY));

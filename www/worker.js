@@ -1,11 +1,20 @@
 // The compute worker: owns the WebAssembly core and the GPU device so the page never blocks.
 // Protocol: the page posts {id, op, ...args}; the worker answers {id, ok: true, result} or
 // {id, ok: false, error}. Long operations also post {id, type: 'progress', ...} while they run.
-// A Rust panic is posted as {type: 'panic', message}.
+// A Rust panic is posted as {type: 'panic', message}; a trap without one (WebAssembly out of memory, "memory
+// access out of bounds", "unreachable") as {type: 'crash', message}; a lost GPU device as {type: 'device-lost',
+// reason, message}. After any of them this worker cannot be trusted: the page replaces it (rpc.js, app.js).
 import init, {
   encoder_stages, export_nifti, export_report, export_slice_png, init_compute, label_png, load_sam2, load_sample,
-  load_volume, run_segmentation, run_selftest, slice_rgba, truth_slice, volume_values,
+  load_volume, restore_run, run_segmentation, run_selftest, slice_rgba, truth_slice, volume_values,
 } from './pkg/memseg.js';
+import * as inputs from './pkg/memseg.js';
+
+// Optional exports (diagnostics) are looked up at call time, so an older build of the core still loads.
+import * as core from './pkg/memseg.js';
+import { loseDevice, watchDeviceLoss } from './device-watch.js';
+
+watchDeviceLoss((lost) => self.postMessage({ type: 'device-lost', ...lost }));
 
 const ready = init().catch((e) => {
   throw new Error(`the WebAssembly core could not be loaded (${e.message}); build it with ./build.sh serve`);
@@ -42,6 +51,8 @@ function yieldToEventLoop() {
     channel.port2.postMessage(0);
   });
 }
+
+const asInputs = (files) => files.map(({ name, bytes }) => ({ name, bytes: new Uint8Array(bytes) }));
 
 let running = null; // {id, cancel: boolean} while a segmentation runs
 
@@ -95,13 +106,64 @@ const ops = {
     return volume_values();
   },
   // options: {classes, mode, intensity, maxConditioning, selectSupports, similarityEviction};
-  // masks: [{slice, labels: Uint8Array}]. Posts {type: 'progress', step, total, slice, reverse, elapsedMs,
-  // labels} after every slice; the 'cancel' op stops it between slices.
-  async run({ options, masks }, id) {
+  // masks: [{slice, labels: Uint8Array}]; supports: support records from other volumes (inputs.js).
+  // Posts {type: 'progress', step, total, slice, reverse, elapsedMs, labels, bank} after every slice (bank: the
+  // memory bank snapshot of the teaching view, src/teaching.rs); the 'cancel' op stops it between slices.
+  async run({ options, masks, supports }, id) {
     if (running) throw new Error('a segmentation is already running');
     running = { id, cancel: false };
     try {
-      return await run_segmentation(options, masks, async (step) => {
+      return await run_segmentation(options, masks, supports ?? [], async (step) => {
+        self.postMessage({ id, type: 'progress', ...step }, [step.labels.buffer]);
+        await yieldToEventLoop();
+        return !running.cancel;
+      });
+    } finally {
+      running = null;
+    }
+  },
+  // Masks, label volumes and supports from files (src/web/inputs.rs): files are [{name, bytes: ArrayBuffer}].
+  async maskForSlice({ bytes, name, activeClass }) {
+    return inputs.mask_for_slice(new Uint8Array(bytes), name, activeClass ?? undefined);
+  },
+  async importLabels({ files }) {
+    return inputs.import_labels(asInputs(files));
+  },
+  async importedSlice({ z }) {
+    return inputs.imported_slice(z);
+  },
+  async useImportedAsTruth() {
+    return inputs.use_imported_as_truth();
+  },
+  async loadSupportVolume({ files }) {
+    if (running) throw new Error('a segmentation is running: wait for it or cancel it first');
+    return inputs.load_support_volume(asInputs(files));
+  },
+  async loadSupportSample() {
+    return inputs.load_support_sample();
+  },
+  async supportSourceLabels({ files }) {
+    return inputs.support_source_labels(asInputs(files));
+  },
+  async supportSlice({ z, mask, maskName }) {
+    return inputs.support_slice(z, mask ? new Uint8Array(mask) : undefined, maskName ?? undefined);
+  },
+  // Prompt-free adapters (src/web/adapter.rs, www/adapter.js): an adapter file folded into the loaded model,
+  // then a run with no masks; progress and 'cancel' as for 'run'.
+  async loadAdapter({ bytes, name }) {
+    await ready;
+    if (running) throw new Error('a segmentation is running: cancel it before loading an adapter');
+    return core.load_adapter(new Uint8Array(bytes), name);
+  },
+  async unloadAdapter() {
+    await ready;
+    return core.unload_adapter();
+  },
+  async runPromptFree({ options }, id) {
+    if (running) throw new Error('a segmentation is already running');
+    running = { id, cancel: false };
+    try {
+      return await core.run_prompt_free(options, async (step) => {
         self.postMessage({ id, type: 'progress', ...step }, [step.labels.buffer]);
         await yieldToEventLoop();
         return !running.cancel;
@@ -123,6 +185,22 @@ const ops = {
   async exportSlicePng({ z }) {
     return export_slice_png(z);
   },
+  // A finished run's labels (Uint8Array, slice-major) and report (JSON text), kept by the page, become what
+  // the exports write again (after a reload).
+  async restoreRun({ labels, report }) {
+    await ready;
+    return restore_run(labels, report);
+  },
+  // Diagnostics for the page's crash recovery (the browser tests, the console): a real Rust panic, and the
+  // WebGPU device destroyed under the core (seen as lost).
+  async debugPanic({ message = 'debugPanic' }) {
+    await ready;
+    if (!core.debug_panic) throw new Error('this build of the core has no debug_panic');
+    return core.debug_panic(message);
+  },
+  async debugLoseDevice() {
+    return loseDevice();
+  },
   async labelPng({ width, height, labels }) {
     return label_png(width, height, labels);
   },
@@ -133,6 +211,15 @@ self.onmessage = async ({ data: { id, op, ...args } }) => {
     if (!ops[op]) throw new Error(`unknown operation '${op}'`);
     self.postMessage({ id, ok: true, result: await ops[op](args, id) });
   } catch (e) {
+    if (isCrash(e)) self.postMessage({ type: 'crash', message: `${e.name}: ${e.message}` });
     self.postMessage({ id, ok: false, error: e?.message ?? String(e) });
   }
 };
+
+/**
+ * A trap of the WebAssembly core (a RuntimeError: "unreachable" after a panic or an allocation failure,
+ * "memory access out of bounds") or its memory unable to grow (RangeError): the core's state is lost.
+ */
+function isCrash(e) {
+  return e instanceof WebAssembly.RuntimeError || (e instanceof RangeError && /memory|allocation/i.test(e.message));
+}

@@ -6,10 +6,16 @@ use std::rc::Rc;
 
 use wasm_bindgen::prelude::*;
 
+mod adapter;
+mod bench;
+mod diagnostics;
+mod inputs;
+mod results;
+
 use crate::backend::{self, Compute, Preference};
 use crate::imaging::intensity::{self, Intensity, IntensityInfo};
 use crate::imaging::phantom::{self, Phantom};
-use crate::imaging::{self, InputFile, Volume};
+use crate::imaging::{self, Volume};
 use crate::report::{InputInfo, SegmentReport, class_reports};
 use crate::session::{MemoryOptions, Mode, Placement, Session, Support, label_map, read_f32};
 use crate::sam2::Sam2Base;
@@ -42,7 +48,7 @@ fn post_panic_to_page(message: &str) {
     let _ = scope.post_message(&msg);
 }
 
-fn to_js<T: serde::Serialize>(value: &T) -> Result<JsValue, JsError> {
+pub(crate) fn to_js<T: serde::Serialize>(value: &T) -> Result<JsValue, JsError> {
     value.serialize(&serde_wasm_bindgen::Serializer::json_compatible()).map_err(|e| JsError::new(&e.to_string()))
 }
 
@@ -99,10 +105,11 @@ pub fn load_sam2(bytes: Vec<u8>, name: String, overrides: Vec<String>) -> Result
     let format = weights.format;
     let (model, config, report) = weights.into_model(&overrides, &device).map_err(|e| JsError::new(&e))?;
     MODEL.with_borrow_mut(|m| *m = Some((model, name)));
+    adapter::model_loaded(&config);
     to_js(&Loaded { report, format, image_size: config.image_size })
 }
 
-fn loaded_model() -> Result<(Sam2Base, String), JsError> {
+pub(crate) fn loaded_model() -> Result<(Sam2Base, String), JsError> {
     MODEL.with_borrow(|m| m.clone()).ok_or_else(|| JsError::new("load a model first"))
 }
 
@@ -137,18 +144,22 @@ pub async fn encoder_stages(input: Vec<f32>) -> Result<JsValue, JsError> {
 // --- The segmentation app: a volume, its display, a few-shot run, exports ------------------------------------
 
 /// The volume being worked on, with the ground truth when it has one (the sample phantom).
-struct Current {
-    volume: Volume,
-    truth: Option<Vec<Vec<u8>>>,
+pub(crate) struct Current {
+    /// Shared so that a ground truth imported later (`inputs.rs`) makes a new `Current` without a copy.
+    pub(crate) volume: Rc<Volume>,
+    pub(crate) truth: Option<Vec<Vec<u8>>>,
     /// Label values and names the volume comes with (the sample's structures).
-    classes: Vec<(u8, String)>,
+    pub(crate) classes: Vec<(u8, String)>,
 }
 
-/// A finished run: what the exports write.
-struct Finished {
-    current: Rc<Current>,
-    labels: Vec<Vec<u8>>,
-    report: SegmentReport,
+/// A finished run: what the exports write. The report is kept as JSON so that every kind of run (few-shot,
+/// prompt-free) and a run restored from the browser's store (`results.rs`) share it.
+pub(crate) struct Finished {
+    pub(crate) current: Rc<Current>,
+    pub(crate) labels: Vec<Vec<u8>>,
+    /// The classes segmented, in the report's order (one class: PNG masks are 0/255).
+    pub(crate) classes: Vec<u8>,
+    pub(crate) report: serde_json::Value,
 }
 
 thread_local! {
@@ -156,20 +167,20 @@ thread_local! {
     static CURRENT: RefCell<Option<Rc<Current>>> = const { RefCell::new(None) };
     /// The display window last resolved (preset name and numbers): percentiles need a pass over the volume.
     static DISPLAY: RefCell<Option<(String, IntensityInfo)>> = const { RefCell::new(None) };
-    static FINISHED: RefCell<Option<Finished>> = const { RefCell::new(None) };
+    pub(crate) static FINISHED: RefCell<Option<Finished>> = const { RefCell::new(None) };
 }
 
-fn js_err(e: impl std::fmt::Display) -> JsError {
+pub(crate) fn js_err(e: impl std::fmt::Display) -> JsError {
     JsError::new(&e.to_string())
 }
 
-fn current() -> Result<Rc<Current>, JsError> {
+pub(crate) fn current() -> Result<Rc<Current>, JsError> {
     CURRENT.with_borrow(|c| c.clone()).ok_or_else(|| JsError::new("load a volume first"))
 }
 
 /// `"auto"` (the volume's usual mapping, as `memseg segment` picks it), a preset name, `window:LOW,HIGH` or
 /// `percentile:LOW,HIGH`.
-fn mapping(volume: &Volume, name: &str) -> Result<Intensity, String> {
+pub(crate) fn mapping(volume: &Volume, name: &str) -> Result<Intensity, String> {
     if name == "auto" { Ok(intensity::default_for(volume)) } else { intensity::preset(name) }
 }
 
@@ -219,15 +230,8 @@ fn set_current(current: Current) -> Result<JsValue, JsError> {
 /// slices in order) as the volume to work on; returns its metadata. The previous volume stays on error.
 #[wasm_bindgen]
 pub fn load_volume(files: js_sys::Array) -> Result<JsValue, JsError> {
-    let mut inputs = Vec::new();
-    for file in files.iter() {
-        let field = |key: &str| js_sys::Reflect::get(&file, &key.into()).map_err(|_| JsError::new("bad file entry"));
-        let name = field("name")?.as_string().unwrap_or_else(|| "file".into());
-        let bytes = js_sys::Uint8Array::new(&field("bytes")?).to_vec();
-        inputs.push(InputFile { name, bytes });
-    }
-    let volume = imaging::read_files(&inputs).map_err(js_err)?;
-    set_current(Current { volume, truth: None, classes: Vec::new() })
+    let volume = imaging::read_files(&inputs::input_files(&files)?).map_err(js_err)?;
+    set_current(Current { volume: Rc::new(volume), truth: None, classes: Vec::new() })
 }
 
 /// The built-in sample: the phantom of `imaging::phantom`, with its ground truth (the report gets Dice).
@@ -236,7 +240,7 @@ pub fn load_sample() -> Result<JsValue, JsError> {
     let Phantom { volume, labels } = phantom::sample();
     let truth = labels.chunks(volume.width * volume.height).map(<[u8]>::to_vec).collect();
     let classes = phantom::CLASSES.iter().map(|&(v, n)| (v, n.to_string())).collect();
-    set_current(Current { volume, truth: Some(truth), classes })
+    set_current(Current { volume: Rc::new(volume), truth: Some(truth), classes })
 }
 
 /// The raw values of the volume (`Float32Array`, slice-major, channels interleaved): for the console and
@@ -327,7 +331,12 @@ fn drawn_masks(masks: &js_sys::Array, width: usize, height: usize) -> Result<Vec
 /// first of them; "propagate-middle" inserts them as supports before the middle slice (FS-MedSAM2's
 /// S1SFQ); "supports-only" (1S1Q / kS1Q) segments every slice from them alone.
 #[wasm_bindgen]
-pub async fn run_segmentation(options: JsValue, masks: js_sys::Array, on_step: js_sys::Function) -> Result<JsValue, JsError> {
+pub async fn run_segmentation(
+    options: JsValue,
+    masks: js_sys::Array,
+    supports: js_sys::Array,
+    on_step: js_sys::Function,
+) -> Result<JsValue, JsError> {
     let options: RunOptions = serde_wasm_bindgen::from_value(options).map_err(|e| JsError::new(&format!("run options: {e}")))?;
     // The exports follow the latest run only: a failed or cancelled run leaves nothing to export.
     FINISHED.with_borrow_mut(|f| *f = None);
@@ -339,8 +348,10 @@ pub async fn run_segmentation(options: JsValue, masks: js_sys::Array, on_step: j
     let mapping = mapping(v, &options.intensity).map_err(js_err)?;
     let (slices, intensity_info) = intensity::to_rgb8_with_info(v, &mapping).map_err(js_err)?;
     let drawn = drawn_masks(&masks, w, h)?;
-    if drawn.is_empty() {
-        return Err(JsError::new("paint a mask on at least one slice first"));
+    // Supports from other volumes (`inputs.rs`), mapped like the query as `memseg segment --support`.
+    let external = inputs::external_supports(&supports, &mapping)?;
+    if drawn.is_empty() && external.is_empty() {
+        return Err(JsError::new("paint a mask on at least one slice (or add a support) first"));
     }
     let memory = MemoryOptions {
         max_conditioning: options.max_conditioning,
@@ -367,6 +378,10 @@ pub async fn run_segmentation(options: JsValue, masks: js_sys::Array, on_step: j
             drawn_slices.push(slice);
         }
     }
+    for support in external {
+        support_names.push(support.name.clone());
+        session.add_support(support).map_err(js_err)?;
+    }
     let mut run = session.start(&model, mode, memory).await.map_err(js_err)?;
     let total = run.total_steps();
     let mut labels = vec![Vec::new(); v.depth];
@@ -385,6 +400,8 @@ pub async fn run_segmentation(options: JsValue, masks: js_sys::Array, on_step: j
         set("reverse", output.reverse.into())?;
         set("elapsedMs", (js_sys::Date::now() - started).into())?;
         set("labels", js_sys::Uint8Array::from(map.as_slice()).into())?;
+        // The teaching view: each class's memory bank and attention at this step (a few hundred bytes).
+        set("bank", to_js(&output.bank)?)?;
         labels[output.slice] = map;
         let go_on = on_step.call1(&JsValue::NULL, &message).map_err(|e| JsError::new(&format!("progress callback: {e:?}")))?;
         let go_on = wasm_bindgen_futures::JsFuture::from(js_sys::Promise::resolve(&go_on))
@@ -413,7 +430,8 @@ pub async fn run_segmentation(options: JsValue, masks: js_sys::Array, on_step: j
         outputs: vec!["labels.nii.gz".into(), "report.json".into()],
     };
     let summary = to_js(&serde_json::json!({"cancelled": false, "steps": report.order.len(), "total": total, "report": &report}))?;
-    FINISHED.with_borrow_mut(|f| *f = Some(Finished { current: current.clone(), labels, report }));
+    let report = serde_json::to_value(&report).map_err(js_err)?;
+    FINISHED.with_borrow_mut(|f| *f = Some(Finished { current: current.clone(), labels, classes: options.classes, report }));
     Ok(summary)
 }
 
@@ -440,7 +458,7 @@ pub fn export_slice_png(z: usize) -> Result<JsValue, JsError> {
     let (name, png) = finished(|f| {
         let v = &f.current.volume;
         let labels = f.labels.get(z).ok_or_else(|| format!("slice {z} is out of range"))?;
-        let binary = f.report.classes.len() == 1;
+        let binary = f.classes.len() == 1;
         let pixels = labels.iter().map(|&l| if binary && l > 0 { 255 } else { l }).collect();
         Ok((format!("{}.png", v.slice_names[z]), encode_png(v.width, v.height, pixels)?))
     })?;
