@@ -1,0 +1,125 @@
+// Browser timings, headless (Debian's Chromium through Playwright, as the browser tests), printed as JSON.
+//
+//   node scripts/bench-browser.mjs encoder [--model tiny21_full_512] [--engines ours-flex,ort-wasm]
+//        [--runs 3] [--warmup 1] [--webgpu] [--pkg www/pkg] [--timeout-min 30]
+//     www/bench.html: the image encoder on memseg's core and onnxruntime-web, same weights and input
+//     (models/NAME.{pt,onnx,json} from bench/export_onnx.py).
+//   node scripts/bench-browser.mjs track [--model tiny21_full_512] [--volume FILE]... [--webgpu] [--pkg www/pkg]
+//     the app itself (index.html, its worker): a propagation over the sample volume (or the given files, one
+//     volume), from a mask on the middle slice; time per tracked slice from the run's progress reports.
+//
+// --webgpu: WebGPU through SwiftShader (slow: a CPU emulating a GPU; use the reduced model there). Without it
+// Chromium has no WebGPU and both the app and the bench run on the CPU. --pkg: the wasm-bindgen output served
+// at /pkg/ (default www/pkg, what `./build.sh wasm` builds). Needs `npm ci` in tests/e2e.
+import { readFileSync } from 'node:fs';
+import { basename, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { NO_WEBGPU_FLAGS, WEBGPU_FLAGS, launch, openApp, repo, serve } from '../tests/e2e/harness.mjs';
+
+const USAGE = 'usage: node scripts/bench-browser.mjs encoder|track [options] (see the comment at the top)';
+
+function options() {
+  const { values, positionals } = parseArgs({
+    allowPositionals: true,
+    options: {
+      model: { type: 'string', default: 'tiny21_full_512' },
+      engines: { type: 'string', default: 'ours-flex,ort-wasm' },
+      runs: { type: 'string', default: '3' },
+      warmup: { type: 'string', default: '1' },
+      webgpu: { type: 'boolean', default: false },
+      pkg: { type: 'string', default: 'www/pkg' },
+      volume: { type: 'string', multiple: true, default: [] },
+      'timeout-min': { type: 'string', default: '30' },
+    },
+  });
+  const [mode] = positionals;
+  if (!['encoder', 'track'].includes(mode) || positionals.length !== 1) throw new Error(USAGE);
+  const timeoutMin = Number(values['timeout-min']);
+  if (!(timeoutMin > 0)) throw new Error(`--timeout-min: '${values['timeout-min']}' is not a positive number`);
+  return { mode, ...values, timeoutMs: timeoutMin * 60_000, pkg: resolve(repo, values.pkg) };
+}
+
+async function benchEncoder(page, url, o) {
+  const query = new URLSearchParams({ model: o.model, engines: o.engines, runs: o.runs, warmup: o.warmup, autorun: '1' });
+  await page.goto(`${url}bench.html?${query}`);
+  await page.waitForFunction(() => ['done', 'error'].includes(document.body.dataset.state), null, { timeout: o.timeoutMs });
+  return page.evaluate(() => {
+    if (document.body.dataset.state === 'error') throw new Error(document.getElementById('status').textContent);
+    const { engines, ...rest } = window.benchResult;
+    // The outputs themselves are only for the page's comparison: leave them out of the JSON.
+    const slim = Object.fromEntries(Object.entries(engines).map(([k, { output, ...r }]) => [k, r]));
+    return { ...rest, engines: slim };
+  });
+}
+
+async function benchTrack(page, o) {
+  const meta = JSON.parse(readFileSync(resolve(repo, 'models', `${o.model}.json`), 'utf8'));
+  // The volume's files reach the page as fetched bytes (routed here), as a picked file would.
+  const files = o.volume.map((path) => basename(path));
+  await page.route('**/__volume__/*', (route) => {
+    const name = decodeURIComponent(new URL(route.request().url()).pathname.split('/').pop());
+    route.fulfill({ body: readFileSync(o.volume.find((p) => basename(p) === name)) });
+  });
+  return page.evaluate(async ({ meta, files }) => {
+    const call = window.memsegCall;
+    const bytes = await (await fetch(`models/${meta.pt}`)).arrayBuffer();
+    const model = await call('loadSam2', { bytes, name: meta.pt, overrides: meta.overrides });
+    const volume = files.length
+      ? await call('loadVolume', { files: await Promise.all(files.map(async (name) => ({
+        name, bytes: await (await fetch(`__volume__/${encodeURIComponent(name)}`)).arrayBuffer() }))) })
+      : await call('loadSample');
+    const { width, height, slices: depth } = volume;
+    const z = Math.floor(depth / 2);
+    // The sample's ground truth of its first structure on the middle slice, or a centred disc on another volume.
+    let labels = files.length ? null : await call('truthSlice', { z });
+    if (labels) labels = labels.map((v) => (v === 1 ? 1 : 0));
+    else {
+      labels = new Uint8Array(width * height);
+      const r = Math.min(width, height) / 6;
+      for (let y = 0; y < height; y++) for (let x = 0; x < width; x++) {
+        labels[y * width + x] = (x - width / 2) ** 2 + (y - height / 2) ** 2 < r * r ? 1 : 0;
+      }
+    }
+    const steps = [];
+    const options = { classes: [1], mode: 'propagate', intensity: 'auto', maxConditioning: null, selectSupports: null,
+      similarityEviction: false };
+    const summary = await call('run', { options, masks: [{ slice: z, labels }] }, {
+      onProgress: (p) => steps.push({ step: p.step, slice: p.slice, reverse: p.reverse, elapsedMs: p.elapsedMs }),
+    });
+    const perStep = steps.map((s, i) => s.elapsedMs - (i ? steps[i - 1].elapsedMs : 0));
+    const sorted = [...perStep].sort((a, b) => a - b);
+    return {
+      model: meta.name, image_size: model.image_size, volume: { width, height, depth }, maskOnSlice: z, steps: steps.length,
+      totalMs: steps.at(-1)?.elapsedMs, medianMsPerSlice: sorted[Math.floor(sorted.length / 2)],
+      meanMsPerSlice: steps.at(-1)?.elapsedMs / steps.length, perStepMs: perStep.map(Math.round),
+      reportSeconds: summary.report?.seconds,
+    };
+  }, { meta, files });
+}
+
+async function main() {
+  const o = options();
+  const server = await serve({ pkg: o.pkg });
+  const browser = await launch(o.webgpu ? WEBGPU_FLAGS : NO_WEBGPU_FLAGS);
+  try {
+    let result;
+    if (o.mode === 'encoder') {
+      const page = await browser.context.newPage();
+      result = await benchEncoder(page, server.url, o);
+    } else {
+      const { page, state } = await openApp(browser.context, server.url);
+      if (!state.device) throw new Error(`the app did not start: ${JSON.stringify(state.errors)}`);
+      page.setDefaultTimeout(o.timeoutMs);
+      result = { device: state.device?.backend, ...(await benchTrack(page, o)) };
+    }
+    console.log(JSON.stringify({ mode: o.mode, webgpu: o.webgpu, pkg: o.pkg, ...result }, null, 1));
+  } finally {
+    await browser.close();
+    await server.close();
+  }
+}
+
+main().catch((e) => {
+  console.error(`bench-browser: ${e.message}`);
+  process.exit(1);
+});
