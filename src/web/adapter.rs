@@ -8,7 +8,7 @@ use std::rc::Rc;
 
 use wasm_bindgen::prelude::*;
 
-use super::{FINISHED, Finished, current, js_err, loaded_model, mapping, to_js};
+use super::{FINISHED, Finished, StepMessage, current, js_err, loaded_model, mapping, post_step, to_js};
 use crate::adapter_segment::{PROMPT_FREE_MODE, PromptFree, PromptFreeReport};
 use crate::imaging::intensity;
 use crate::report::{InputInfo, class_reports};
@@ -93,7 +93,8 @@ pub async fn run_prompt_free(options: JsValue, on_step: js_sys::Function) -> Res
     let mut labels = Vec::with_capacity(total);
     for (z, slice) in slices.iter().enumerate() {
         let map = adapted.prompt_free.segment(slice).await.map_err(js_err)?;
-        let go_on = step(&on_step, z, total, started, &map).await?;
+        let step = StepMessage { step: z + 1, total, slice: z, reverse: false, started, labels: &map, bank: None };
+        let go_on = post_step(&on_step, step).await?;
         labels.push(map);
         if !go_on {
             return to_js(&serde_json::json!({"cancelled": true, "steps": z + 1, "total": total}));
@@ -117,19 +118,4 @@ pub async fn run_prompt_free(options: JsValue, on_step: js_sys::Function) -> Res
     let report = serde_json::to_value(&report).map_err(js_err)?;
     FINISHED.with_borrow_mut(|f| *f = Some(Finished { current: current.clone(), labels, classes, report }));
     Ok(summary)
-}
-
-/// Posts one slice's progress and waits for the page's answer: `true` to go on.
-async fn step(on_step: &js_sys::Function, z: usize, total: usize, started: f64, labels: &[u8]) -> Result<bool, JsError> {
-    let message = serde_json::json!({
-        "step": z + 1, "total": total, "slice": z, "reverse": false, "elapsedMs": js_sys::Date::now() - started,
-    });
-    let message = to_js(&message)?;
-    js_sys::Reflect::set(&message, &"labels".into(), &js_sys::Uint8Array::from(labels).into())
-        .map_err(|_| JsError::new("reflect"))?;
-    let go_on = on_step.call1(&JsValue::NULL, &message).map_err(|e| JsError::new(&format!("progress callback: {e:?}")))?;
-    let go_on = wasm_bindgen_futures::JsFuture::from(js_sys::Promise::resolve(&go_on))
-        .await
-        .map_err(|e| JsError::new(&format!("progress callback: {e:?}")))?;
-    Ok(go_on.as_bool() != Some(false))
 }

@@ -392,22 +392,19 @@ pub async fn run_segmentation(
         let per_class: Vec<Vec<f32>> = values.chunks(w * h).map(<[f32]>::to_vec).collect();
         let map = label_map(&per_class, &options.classes);
         order.push(output.slice);
-        let message = js_sys::Object::new();
-        let set = |k: &str, value: JsValue| js_sys::Reflect::set(&message, &k.into(), &value).map(|_| ()).map_err(|_| JsError::new("reflect"));
-        set("step", order.len().into())?;
-        set("total", total.into())?;
-        set("slice", output.slice.into())?;
-        set("reverse", output.reverse.into())?;
-        set("elapsedMs", (js_sys::Date::now() - started).into())?;
-        set("labels", js_sys::Uint8Array::from(map.as_slice()).into())?;
-        // The teaching view: each class's memory bank and attention at this step (a few hundred bytes).
-        set("bank", to_js(&output.bank)?)?;
+        let step = StepMessage {
+            step: order.len(),
+            total,
+            slice: output.slice,
+            reverse: output.reverse,
+            started,
+            labels: &map,
+            // The teaching view: each class's memory bank and attention at this step (a few hundred bytes).
+            bank: Some(to_js(&output.bank)?),
+        };
+        let go_on = post_step(&on_step, step).await?;
         labels[output.slice] = map;
-        let go_on = on_step.call1(&JsValue::NULL, &message).map_err(|e| JsError::new(&format!("progress callback: {e:?}")))?;
-        let go_on = wasm_bindgen_futures::JsFuture::from(js_sys::Promise::resolve(&go_on))
-            .await
-            .map_err(|e| JsError::new(&format!("progress callback: {e:?}")))?;
-        if go_on.as_bool() == Some(false) {
+        if !go_on {
             return to_js(&serde_json::json!({"cancelled": true, "steps": order.len(), "total": total}));
         }
     }
@@ -433,6 +430,41 @@ pub async fn run_segmentation(
     let report = serde_json::to_value(&report).map_err(js_err)?;
     FINISHED.with_borrow_mut(|f| *f = Some(Finished { current: current.clone(), labels, classes: options.classes, report }));
     Ok(summary)
+}
+
+/// One slice's progress, as the page's `onProgress` receives it.
+pub(crate) struct StepMessage<'a> {
+    pub(crate) step: usize,
+    pub(crate) total: usize,
+    pub(crate) slice: usize,
+    pub(crate) reverse: bool,
+    /// `Date.now()` when the run started: the message carries the time elapsed.
+    pub(crate) started: f64,
+    pub(crate) labels: &'a [u8],
+    /// The teaching view's data (few-shot runs only).
+    pub(crate) bank: Option<JsValue>,
+}
+
+/// Calls `on_step({step, total, slice, reverse, elapsedMs, labels[, bank]})` and awaits what it returns:
+/// `true` to go on, `false` to stop. The worker yields to its event loop in that promise, so a cancel posted
+/// meanwhile is seen (on the CPU backend a step never awaits anything else).
+pub(crate) async fn post_step(on_step: &js_sys::Function, m: StepMessage<'_>) -> Result<bool, JsError> {
+    let message = js_sys::Object::new();
+    let set = |k: &str, value: JsValue| js_sys::Reflect::set(&message, &k.into(), &value).map(|_| ()).map_err(|_| JsError::new("reflect"));
+    set("step", m.step.into())?;
+    set("total", m.total.into())?;
+    set("slice", m.slice.into())?;
+    set("reverse", m.reverse.into())?;
+    set("elapsedMs", (js_sys::Date::now() - m.started).into())?;
+    set("labels", js_sys::Uint8Array::from(m.labels).into())?;
+    if let Some(bank) = m.bank {
+        set("bank", bank)?;
+    }
+    let go_on = on_step.call1(&JsValue::NULL, &message).map_err(|e| JsError::new(&format!("progress callback: {e:?}")))?;
+    let go_on = wasm_bindgen_futures::JsFuture::from(js_sys::Promise::resolve(&go_on))
+        .await
+        .map_err(|e| JsError::new(&format!("progress callback: {e:?}")))?;
+    Ok(go_on.as_bool() != Some(false))
 }
 
 fn finished<T>(f: impl FnOnce(&Finished) -> Result<T, String>) -> Result<T, JsError> {

@@ -125,21 +125,27 @@ impl VideoFixture {
     /// Frame `f` of `frames_u8` `[N, S, S, 3]` through our preprocessing (the frames are S x S: no resize),
     /// which the fixture script checks is Meta's model input bit for bit.
     pub fn frame(&self, f: usize, device: &Device) -> Tensor<4> {
-        let image = &self.frames_rgb()[f];
-        transforms::preprocess_rgb8(image, image.height() as usize, device)
+        let (shape, pixels) = self.tensor("frames_u8").expect("frames_u8");
+        let image = rgb_frame(&shape, &pixels, f);
+        transforms::preprocess_rgb8(&image, image.height() as usize, device)
     }
 
     /// Every frame of `frames_u8` `[N, H, W, 3]` as an 8-bit RGB image (what the session takes).
     pub fn frames_rgb(&self) -> Vec<image::RgbImage> {
         let (shape, pixels) = self.tensor("frames_u8").expect("frames_u8");
-        let [n, h, w, _] = shape[..] else { panic!("frames_u8 shape {shape:?}") };
-        let bytes: Vec<u8> = pixels.iter().map(|&v| v as u8).collect();
-        (0..n).map(|f| image::RgbImage::from_raw(w as u32, h as u32, bytes[f * h * w * 3..(f + 1) * h * w * 3].to_vec()).unwrap()).collect()
+        (0..shape[0]).map(|f| rgb_frame(&shape, &pixels, f)).collect()
     }
 
     pub fn num_frames(&self) -> usize {
         self.meta["num_frames"].as_u64().unwrap() as usize
     }
+}
+
+/// Frame `f` of a `[N, H, W, 3]` tensor of 0-255 values.
+fn rgb_frame(shape: &[usize], pixels: &[f32], f: usize) -> image::RgbImage {
+    let [_, h, w, _] = shape[..] else { panic!("frames_u8 shape {shape:?}") };
+    let bytes = pixels[f * h * w * 3..(f + 1) * h * w * 3].iter().map(|&v| v as u8).collect();
+    image::RgbImage::from_raw(w as u32, h as u32, bytes).unwrap()
 }
 
 pub fn values<const D: usize>(t: &Tensor<D>) -> (Vec<usize>, Vec<f32>) {
