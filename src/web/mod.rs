@@ -72,6 +72,17 @@ fn device() -> Result<burn::tensor::Device, JsError> {
         .ok_or_else(|| JsError::new("init_compute must be called first"))
 }
 
+/// The core's input limits (`imaging::MAX_SIDE`, `MAX_SLICES`, `MAX_VALUES`), so that the page refuses an
+/// oversized volume up front (`www/limits.js`) with the same numbers the readers enforce, never a copy of them.
+#[wasm_bindgen]
+pub fn limits() -> Result<JsValue, JsError> {
+    to_js(&serde_json::json!({
+        "maxSide": imaging::MAX_SIDE,
+        "maxSlices": imaging::MAX_SLICES,
+        "maxValues": imaging::MAX_VALUES,
+    }))
+}
+
 /// Runs the self-test computation on the chosen device.
 #[wasm_bindgen]
 pub async fn run_selftest() -> Result<JsValue, JsError> {
