@@ -1,8 +1,10 @@
 //! Choosing the compute device. This is the only module that decides between wgpu and the Flex CPU backend;
 //! everything else takes the [`Device`] it returns.
 //!
-//! Natively wgpu picks Vulkan, Metal or DX12; in the browser it is WebGPU. When no adapter can be had we fall
-//! back to Flex (pure Rust, works everywhere) and keep the reason so the user can be told why.
+//! Natively wgpu picks Vulkan, Metal or DX12; in the browser it is WebGPU. When no GPU adapter (wgpu's and
+//! WebGPU's word for a physical device) can be had we fall back to Flex (pure Rust, works everywhere) and keep
+//! the reason so the user can be told why. "Adapter" here is always the GPU's; the LW-Adapters of the
+//! prompt-free path live in `sam2::adapter`.
 
 use burn::tensor::Device;
 use serde::Serialize;
@@ -44,14 +46,16 @@ pub struct Compute {
     #[serde(skip)]
     pub device: Device,
     pub backend: BackendKind,
-    /// Adapter name and graphics API for wgpu, `None` for Flex.
-    pub adapter: Option<AdapterReport>,
+    /// The GPU adapter's name and graphics API for wgpu, `None` for Flex. Named `adapter` in the JSON, as
+    /// WebGPU calls it (the page reads `device.adapter`).
+    #[serde(rename = "adapter")]
+    pub gpu_adapter: Option<GpuAdapterReport>,
     /// Why we are on the CPU fallback, when wgpu was wanted but could not be had.
     pub fallback_reason: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]
-pub struct AdapterReport {
+pub struct GpuAdapterReport {
     pub name: String,
     pub graphics_api: String,
     pub device_type: String,
@@ -62,25 +66,25 @@ pub struct AdapterReport {
 
 impl Compute {
     pub fn flex(fallback_reason: Option<String>) -> Self {
-        Self { device: Device::flex(), backend: BackendKind::Flex, adapter: None, fallback_reason }
+        Self { device: Device::flex(), backend: BackendKind::Flex, gpu_adapter: None, fallback_reason }
     }
 
     fn wgpu(device: Device, setup: &burn::tensor::wgpu::WgpuSetup) -> Self {
         let info = setup.adapter.get_info();
         let limits = setup.adapter.limits();
-        let adapter = AdapterReport {
+        let gpu_adapter = GpuAdapterReport {
             name: info.name,
             graphics_api: format!("{:?}", info.backend),
             device_type: format!("{:?}", info.device_type),
             max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size as u64,
             max_buffer_size: limits.max_buffer_size,
         };
-        Self { device, backend: BackendKind::Wgpu, adapter: Some(adapter), fallback_reason: None }
+        Self { device, backend: BackendKind::Wgpu, gpu_adapter: Some(gpu_adapter), fallback_reason: None }
     }
 
     /// One line for logs and the CLI.
     pub fn describe(&self) -> String {
-        match (&self.adapter, &self.fallback_reason) {
+        match (&self.gpu_adapter, &self.fallback_reason) {
             (Some(a), _) => format!("wgpu on {} ({}, {})", a.name, a.graphics_api, a.device_type),
             (None, Some(why)) => format!("Flex CPU fallback ({why})"),
             (None, None) => "Flex CPU".to_string(),

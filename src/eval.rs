@@ -15,9 +15,12 @@ use std::time::Instant;
 use image::GrayImage;
 use serde::Serialize;
 
+use crate::files::{load_inputs, load_model, read_label_volume};
+use crate::imaging::labels::{ClassExtent, class_extents, distinct_labels};
 use crate::imaging::{self, Volume, intensity};
+use crate::job::{Outcome, StepEvent, track};
 use crate::progress::Progress;
-use crate::segment::{Overlap, distinct_labels, load_inputs, load_model, read_label_volume, run_session};
+use crate::report::Overlap;
 use crate::session::{MemoryOptions, Mode, Session, Support};
 
 pub struct EvalRequest {
@@ -91,18 +94,9 @@ fn list_cases(dataset: &Path) -> Result<Vec<Case>, String> {
     Ok(cases)
 }
 
-/// The slices holding `class`, as an inclusive range.
-fn z_range(labels: &[Vec<u8>], class: u8) -> Option<[usize; 2]> {
-    let holds: Vec<usize> = (0..labels.len()).filter(|&z| labels[z].contains(&class)).collect();
-    Some([*holds.first()?, *holds.last()?])
-}
-
-/// The centres of `k` equal parts of `[z0, z1]` (FS-MedSAM2's support "parts"), without repeats.
-fn part_centres([z0, z1]: [usize; 2], k: usize) -> Vec<usize> {
-    let len = z1 - z0 + 1;
-    let mut zs: Vec<usize> = (0..k.max(1)).map(|i| z0 + (2 * i + 1) * len / (2 * k.max(1))).collect();
-    zs.dedup();
-    zs
+/// The extent of `class` among a label volume's extents, if it is there.
+fn extent_of(extents: &[ClassExtent], class: u8) -> Option<&ClassExtent> {
+    extents.iter().find(|e| e.class == class)
 }
 
 fn load_case(case: &Case, modality: Option<imaging::Modality>) -> Result<(Volume, Vec<Vec<u8>>), String> {
@@ -122,16 +116,13 @@ pub fn run(req: &EvalRequest, device: &burn::tensor::Device) -> Result<EvalRepor
         None => 0,
     };
     let (support_image, support_labels) = load_case(&cases[support_index], req.modality)?;
-    let mapping = match &req.intensity {
-        Some(name) => intensity::preset(name)?,
-        None => intensity::default_for(&support_image),
-    };
+    let mapping = intensity::choose(&support_image, req.intensity.as_deref())?;
     let classes = match &req.classes {
         Some(c) => c.clone(),
         None => distinct_labels(support_labels.iter().flatten()),
     };
     let (support_slices, supports) = build_supports(&cases[support_index], &support_image, &support_labels, &classes, &mapping, req.supports_per_class)?;
-    let model = load_model(&req.weights, &req.overrides, device)?;
+    let (model, _) = load_model(&req.weights, &req.overrides, device)?;
 
     let mut pooled = vec![Overlap::default(); classes.len()];
     let mut reports = Vec::new();
@@ -172,11 +163,12 @@ fn build_supports(
 ) -> Result<(Vec<Vec<usize>>, Vec<Support>), String> {
     let (slices, _) = intensity::to_rgb8_with_info(image, mapping)?;
     let (w, h) = (image.width as u32, image.height as u32);
+    let extents = class_extents(labels);
     let mut chosen = Vec::new();
     let mut supports = Vec::new();
     for &class in classes {
-        let range = z_range(labels, class).ok_or_else(|| format!("{}: class {class} is absent from the support case", case.label.display()))?;
-        let zs = part_centres(range, k);
+        let extent = extent_of(&extents, class).ok_or_else(|| format!("{}: class {class} is absent from the support case", case.label.display()))?;
+        let zs = extent.part_centres(k);
         for &z in &zs {
             let only: Vec<u8> = labels[z].iter().map(|&v| if v == class { class } else { 0 }).collect();
             let labels = GrayImage::from_raw(w, h, only).expect("slice size");
@@ -197,7 +189,8 @@ fn eval_case(
 ) -> Result<(CaseReport, Vec<Overlap>, intensity::IntensityInfo), String> {
     let started = Instant::now();
     let (image, labels) = load_case(case, req.modality)?;
-    let ranges: Vec<Option<[usize; 2]>> = classes.iter().map(|&c| z_range(&labels, c)).collect();
+    let extents = class_extents(&labels);
+    let ranges: Vec<Option<[usize; 2]>> = classes.iter().map(|&c| extent_of(&extents, c).map(|e| [e.first, e.last])).collect();
     let Some(first) = ranges.iter().flatten().map(|r| r[0]).min() else {
         return Err(format!("{}: none of the classes {classes:?} is labelled in this case", case.label.display()));
     };
@@ -208,7 +201,15 @@ fn eval_case(
     for support in supports {
         session.add_support(support.clone())?;
     }
-    let result = run_session(model, &session, req.mode, req.memory, (image.width, image.height), false, &Progress::new())?;
+    let progress = Progress::new();
+    let mut on_step = async |e: StepEvent<'_>| {
+        progress.step(e.step, e.total, "segmenting slices");
+        Ok(true)
+    };
+    let size = (image.width, image.height);
+    let tracked = pollster::block_on(track(model, &session, req.mode, req.memory, size, false, &mut on_step))?;
+    progress.finish();
+    let Outcome::Done(result) = tracked else { unreachable!("eval never cancels") };
     let overlaps: Vec<Overlap> = classes
         .iter()
         .zip(&ranges)
@@ -253,23 +254,4 @@ pub fn table(report: &EvalReport) -> String {
     }
     out += &format!("\nmean Dice over classes: {}\n", pct(&report.mean_dice));
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn support_parts_are_centred() {
-        assert_eq!(part_centres([10, 19], 1), vec![15]);
-        assert_eq!(part_centres([0, 8], 3), vec![1, 4, 7]);
-        assert_eq!(part_centres([5, 5], 3), vec![5]);
-    }
-
-    #[test]
-    fn z_range_spans_the_labelled_slices() {
-        let labels = vec![vec![0, 0], vec![2, 0], vec![0, 0], vec![0, 2]];
-        assert_eq!(z_range(&labels, 2), Some([1, 3]));
-        assert_eq!(z_range(&labels, 1), None);
-    }
 }

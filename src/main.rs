@@ -10,7 +10,7 @@ use memseg::bench::{self, Timing};
 use memseg::eval::EvalRequest;
 use memseg::imaging::Modality;
 use memseg::sam2::Sam2Config;
-use memseg::segment::SegmentRequest;
+use memseg::segment::{PromptFreeRequest, SegmentRequest, VolumeArgs};
 use memseg::session::{MemoryOptions, Mode, Placement};
 
 #[derive(Parser)]
@@ -277,6 +277,20 @@ struct EncoderBench {
     peer_device: String,
 }
 
+/// What both kinds of `memseg segment` read and write.
+fn volume_args(args: SegmentArgs) -> Result<VolumeArgs, String> {
+    Ok(VolumeArgs {
+        modality: parse_modality(&args.imaging.modality)?,
+        intensity: args.imaging.intensity,
+        weights: args.weights,
+        frames: args.frames,
+        truth: args.truth,
+        out: args.out,
+        overwrite: args.overwrite,
+        overrides: args.overrides,
+    })
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
@@ -313,36 +327,20 @@ fn run(cli: Cli) -> Result<(), String> {
             if args.save_logits || args.classes.is_some() {
                 return Err("--adapter segments the adapter's own classes: --classes and --save-logits do not apply".into());
             }
-            let request = memseg::adapter_segment::AdapterSegmentRequest {
-                modality: parse_modality(&args.imaging.modality)?,
-                intensity: args.imaging.intensity,
-                adapter: args.adapter.expect("checked"),
-                weights: args.weights,
-                frames: args.frames,
-                truth: args.truth,
-                out: args.out,
-                overwrite: args.overwrite,
-                overrides: args.overrides,
-            };
-            let report = memseg::adapter_segment::run(&request, &init(cli.backend)?.device)?;
+            let adapter = args.adapter.clone().expect("checked");
+            let request = PromptFreeRequest { volume: volume_args(args)?, adapter };
+            let report = memseg::segment::run_prompt_free(&request, &init(cli.backend)?.device)?;
             serde_json::to_string_pretty(&report)
         }
         Command::Segment(args) => {
             let request = SegmentRequest {
                 mode: parse_mode(&args.mode, &args.support_at)?,
                 memory: args.memory.options(),
-                modality: parse_modality(&args.imaging.modality)?,
-                intensity: args.imaging.intensity,
-                weights: args.weights,
-                frames: args.frames,
-                masks: args.masks,
-                supports: args.supports,
-                classes: args.classes,
-                truth: args.truth,
-                out: args.out,
+                masks: args.masks.clone(),
+                supports: args.supports.clone(),
+                classes: args.classes.clone(),
                 save_logits: args.save_logits,
-                overwrite: args.overwrite,
-                overrides: args.overrides,
+                volume: volume_args(args)?,
             };
             let report = memseg::segment::run(&request, &init(cli.backend)?.device)?;
             serde_json::to_string_pretty(&report)

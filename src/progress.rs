@@ -29,6 +29,15 @@ impl Progress {
         self.bar.set_style(style);
     }
 
+    /// One step of a volume job done ([`crate::job::StepEvent`]): the bar starts at the first step, when the
+    /// number of steps is known.
+    pub fn step(&self, step: usize, total: usize, message: &str) {
+        if step == 1 {
+            self.start(total, message);
+        }
+        self.inc();
+    }
+
     pub fn inc(&self) {
         self.bar.inc(1);
     }

@@ -28,6 +28,56 @@ pub struct SegmentReport {
     pub outputs: Vec<String>,
 }
 
+/// `report.json` of a prompt-free run (the CLI's and the browser's export): the few-shot report's inputs,
+/// classes and per-class areas / volumes / Dice, with the adapter in place of supports and memory options.
+#[derive(Debug, Serialize)]
+pub struct PromptFreeReport {
+    /// Written last: a report without it (or no report) means the run did not finish.
+    pub complete: bool,
+    pub input: InputInfo,
+    pub weights: String,
+    pub adapter: String,
+    /// Always `"prompt_free"`: tells this report from a few-shot one.
+    pub mode: &'static str,
+    /// Label values segmented (background left out).
+    pub classes: Vec<u8>,
+    /// Slices in the order they were produced (each once).
+    pub order: Vec<usize>,
+    /// Image-encoder runs: one per slice.
+    pub frames_encoded: usize,
+    pub seconds: f64,
+    pub per_class: Vec<ClassReport>,
+    pub outputs: Vec<String>,
+}
+
+pub const PROMPT_FREE_MODE: &str = "prompt_free";
+
+/// The report of any volume run, serialized as the report of its kind (no tag: each kind has its own `mode`).
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum RunReport {
+    FewShot(SegmentReport),
+    PromptFree(PromptFreeReport),
+}
+
+impl RunReport {
+    /// The files the report lists as written (filled by whoever writes them).
+    pub fn outputs_mut(&mut self) -> &mut Vec<String> {
+        match self {
+            RunReport::FewShot(r) => &mut r.outputs,
+            RunReport::PromptFree(r) => &mut r.outputs,
+        }
+    }
+
+    /// The label values segmented, in the report's order.
+    pub fn classes(&self) -> &[u8] {
+        match self {
+            RunReport::FewShot(r) => &r.classes,
+            RunReport::PromptFree(r) => &r.classes,
+        }
+    }
+}
+
 #[derive(Debug, Serialize)]
 pub struct InputInfo {
     pub source: String,

@@ -22,7 +22,7 @@ use serde::Serialize;
 
 use crate::progress::Progress;
 use crate::sam2::adapter::{AdapterSet, AdapterSpec};
-use crate::sam2::transforms::{IMAGENET_MEAN, IMAGENET_STD};
+use crate::sam2::transforms::imagenet_planar;
 use crate::sam2::{Sam2Base, Sam2Config};
 
 /// One training pair at the training size: RGB bytes `[h, w, 3]` and class indices `[h, w]` (into
@@ -107,13 +107,7 @@ fn prepare(s: &Sample, rng: Option<&mut Rng>, device: &Device) -> (Tensor<4>, Ve
         }
         None => (s.rgb.clone(), s.labels.clone(), 1.0, 0.0),
     };
-    let mut planar = vec![0f32; 3 * h * w];
-    for (i, px) in rgb.chunks_exact(3).enumerate() {
-        for c in 0..3 {
-            let v = (px[c] as f32 / 255.0 * gain + offset).clamp(0.0, 1.0);
-            planar[c * h * w + i] = (v - IMAGENET_MEAN[c]) / IMAGENET_STD[c];
-        }
-    }
+    let planar = imagenet_planar(&rgb, |v| (v * gain + offset).clamp(0.0, 1.0));
     let image = Tensor::from_data(TensorData::new(planar, [1, 3, h, w]), device);
     let (h4, w4) = (h / 4, w / 4);
     let target = (0..h4 * w4).map(|i| labels[((i / w4) * 4 + 2).min(h - 1) * w + ((i % w4) * 4 + 2).min(w - 1)]).collect();

@@ -258,9 +258,8 @@ fn training_lowers_the_loss_and_beats_the_dice_floor_then_resumes() {
 
     // Prompt-free segmentation of the images with the trained file (folded), as `memseg segment --adapter`.
     let seg = dir.join("seg");
-    let request = memseg::adapter_segment::AdapterSegmentRequest {
+    let volume = memseg::segment::VolumeArgs {
         weights: common::fixtures().join("tiny21_reduced_256.pt"),
-        adapter: out.clone(),
         frames: vec![dir.join("data/images/039.png")],
         intensity: None,
         modality: None,
@@ -269,12 +268,13 @@ fn training_lowers_the_loss_and_beats_the_dice_floor_then_resumes() {
         overwrite: false,
         overrides: overrides.clone(),
     };
-    let report = memseg::adapter_segment::run(&request, &device).unwrap();
+    let request = memseg::segment::PromptFreeRequest { volume, adapter: out.clone() };
+    let report = memseg::segment::run_prompt_free(&request, &device).unwrap();
     let map = image::open(seg.join("039.png")).unwrap().to_luma8();
     assert_eq!(map.dimensions(), (64, 64));
     let truth = image::open(dir.join("data/labels/039.png")).unwrap().to_luma8();
     let agree = map.as_raw().iter().zip(truth.as_raw()).filter(|(a, b)| a == b).count() as f64 / 4096.0;
-    let memseg::adapter_segment::AdapterOutcome::Volume(report) = report else { panic!("one image is a volume of one slice") };
+    let memseg::segment::PromptFreeOutcome::Volume(report) = report else { panic!("one image is a volume of one slice") };
     eprintln!("segment --adapter: {:?} pixels per class, pixel agreement with the truth {agree:.3}", report.per_class.iter().map(|c| c.voxels).collect::<Vec<_>>());
     assert_eq!(report.outputs, ["039.png", "labels.nii.gz", "report.json"]);
     assert!(agree > 0.8, "pixel agreement {agree}");
@@ -282,12 +282,13 @@ fn training_lowers_the_loss_and_beats_the_dice_floor_then_resumes() {
     // Images of different sizes form no volume: each is segmented at its own size (any aspect ratio).
     let wide = image::imageops::resize(&image::open(dir.join("data/images/038.png")).unwrap().to_rgb8(), 96, 40, image::imageops::FilterType::Triangle);
     wide.save(dir.join("wide.png")).unwrap();
-    let request = memseg::adapter_segment::AdapterSegmentRequest {
+    let volume = memseg::segment::VolumeArgs {
         frames: vec![dir.join("data/images/039.png"), dir.join("wide.png")],
         out: dir.join("seg-images"),
-        ..request
+        ..request.volume
     };
-    let memseg::adapter_segment::AdapterOutcome::Images(images) = memseg::adapter_segment::run(&request, &device).unwrap() else {
+    let request = memseg::segment::PromptFreeRequest { volume, ..request };
+    let memseg::segment::PromptFreeOutcome::Images(images) = memseg::segment::run_prompt_free(&request, &device).unwrap() else {
         panic!("images of two sizes are not a volume")
     };
     assert_eq!(images.outputs, ["039.png", "wide.png", "report.json"]);

@@ -386,6 +386,12 @@ fn bad_inputs_are_refused_with_clear_errors() {
     refused("missing", &args(&["--frames", "/nonexistent/dir", "--mask", &format!("1={good}")]), "/nonexistent/dir", "");
     refused("nifti", &args(&["--frames", s(&broken_nifti), "--mask", &format!("1={good}")]), "broken.nii", "");
     refused("no prompt", &args(&["--frames", &fr]), "--mask", "");
+    // The image given as its own ground truth: refused, as the page refuses it (values outside 0..=255 or not
+    // whole are no labels), not rounded and clamped into labels.
+    let image_as_truth = dir.join("image.nii");
+    write_nifti_i16(&image_as_truth, [32, 24, 3], [1.0; 3], &vec![-1000i16; 32 * 24 * 3]);
+    let truth_args = args(&["--frames", &fr, "--mask", &format!("1={good}"), "--truth", s(&image_as_truth)]);
+    refused("truth", &truth_args, "image.nii", "whole values 0..=255");
     // Weights whose shapes do not fit the config: the wrong trunk width.
     let mut wrong = args(&["segment", "--weights", &checkpoint(), "--frames", &fr, "--mask", &format!("1={good}"), "--out", s(&dir.join("w"))]);
     wrong.extend(reduced_overrides());

@@ -86,6 +86,16 @@ fn validate(intensity: &Intensity) -> Result<(), String> {
     }
 }
 
+/// The model input's mapping, chosen in this one place for every front-end (`memseg segment`, `memseg eval`,
+/// the page): `name` is a preset, `window:LOW,HIGH` or `percentile:LOW,HIGH`; `None` or `"auto"` is the
+/// volume's usual mapping ([`default_for`]).
+pub fn choose(volume: &Volume, name: Option<&str>) -> Result<Intensity, String> {
+    match name {
+        None | Some("auto") => Ok(default_for(volume)),
+        Some(name) => preset(name),
+    }
+}
+
 /// The usual mapping for a volume: CT -> "ct-abdomen", MR -> "mr", 8-bit sources -> identity, anything else
 /// (16-bit images, float NIfTI of unknown modality) -> min-max.
 pub fn default_for(volume: &Volume) -> Intensity {

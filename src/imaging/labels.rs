@@ -43,15 +43,20 @@ pub fn mask_from_bytes(bytes: &[u8], name: &str, width: usize, height: usize) ->
 /// map per slice. Refused, with both shapes named, when the grid differs; refused when a value is not a
 /// whole number in 0..=255 (most likely the image itself was picked instead of its labels).
 pub fn label_volume(files: &[InputFile], like: &Volume) -> Result<Vec<Vec<u8>>, String> {
-    let labels = read_files(files)?;
-    let (l, v) = (&labels, like);
+    on_grid(&read_files(files)?, like)
+}
+
+/// A volume read as labels, checked to lie on `like`'s grid and to hold labels ([`label_values`]): the one rule
+/// for every label volume, whether the page or `memseg segment --truth` / `memseg eval` read it.
+pub fn on_grid(labels: &Volume, like: &Volume) -> Result<Vec<Vec<u8>>, String> {
+    let (l, v) = (labels, like);
     if (l.width, l.height, l.depth) != (v.width, v.height, v.depth) {
         return Err(format!(
             "{}: the labels are {}x{}x{} (width x height x slices) but the volume is {}x{}x{}",
             l.source, l.width, l.height, l.depth, v.width, v.height, v.depth
         ));
     }
-    label_values(&labels)
+    label_values(labels)
 }
 
 /// A volume's values as label maps, one per slice, after checking it holds labels (grey, whole, 0..=255).
@@ -81,6 +86,33 @@ pub struct ClassExtent {
     /// The centre of that range, `first + (last - first + 1) / 2`: FS-MedSAM2's support slice (one part).
     pub middle: usize,
     pub voxels: usize,
+}
+
+impl ClassExtent {
+    /// The centres of `k` equal parts of the class's slices, without repeats: FS-MedSAM2's support slices (`k`
+    /// = 1 gives [`middle`](Self::middle)).
+    pub fn part_centres(&self, k: usize) -> Vec<usize> {
+        let (k, len) = (k.max(1), self.last - self.first + 1);
+        let mut zs: Vec<usize> = (0..k).map(|i| self.first + (2 * i + 1) * len / (2 * k)).collect();
+        zs.dedup();
+        zs
+    }
+}
+
+/// A label map as `memseg segment` writes it to `<slice>.png`: 0/255 when one class was segmented (`binary`,
+/// so that the mask is visible in any viewer), the label values otherwise.
+pub fn png_values(labels: &[u8], binary: bool) -> Vec<u8> {
+    labels.iter().map(|&v| if binary && v > 0 { 255 } else { v }).collect()
+}
+
+/// A label map as 8-bit grey PNG bytes (see [`png_values`] for `binary`): the CLI's `<slice>.png`, the page's
+/// PNG export and its drawn masks for the CLI.
+pub fn encode_png(width: usize, height: usize, labels: &[u8], binary: bool) -> Result<Vec<u8>, String> {
+    let image = image::GrayImage::from_raw(width as u32, height as u32, png_values(labels, binary))
+        .ok_or_else(|| format!("the labels do not fill {width}x{height}"))?;
+    let mut png = std::io::Cursor::new(Vec::new());
+    image.write_to(&mut png, image::ImageFormat::Png).map_err(|e| format!("PNG encoding failed: {e}"))?;
+    Ok(png.into_inner())
 }
 
 /// The extent of every class present in `labels` (slices of label maps), by class value.
@@ -138,6 +170,15 @@ mod tests {
         assert!(label_values(&image).unwrap_err().contains("value -1000"));
         let half = Volume::new("x.nii", SourceKind::Nifti, [2, 1, 1, 1], vec![0.5, 1.0]).unwrap();
         assert!(label_values(&half).is_err());
+    }
+
+    #[test]
+    fn support_parts_are_centred() {
+        let extent = |first, last| ClassExtent { class: 1, first, last, middle: first + (last - first + 1) / 2, voxels: 1 };
+        assert_eq!(extent(10, 19).part_centres(1), vec![15]);
+        assert_eq!(extent(0, 8).part_centres(3), vec![1, 4, 7]);
+        assert_eq!(extent(5, 5).part_centres(3), vec![5]);
+        assert_eq!(extent(3, 12).part_centres(1), vec![extent(3, 12).middle]);
     }
 
     #[test]

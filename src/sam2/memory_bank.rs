@@ -71,7 +71,7 @@ pub enum RecentMemories {
     #[default]
     Neighbours,
     /// Whatever tracked memories the bank holds on the past side, the closest first: for an eviction policy
-    /// that decides what stays (SAM2-SGP's similarity eviction, in `session.rs`). The closest gets the
+    /// that decides what stays (SAM2-SGP's similarity eviction, in `session/propagate.rs`). The closest gets the
     /// `t-1` temporal encoding, the next `t-2`, and so on.
     Kept,
 }

@@ -18,14 +18,23 @@ pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
 /// `[1, 3, size, size]`, normalised, from an 8-bit RGB image of any size.
 pub fn preprocess_rgb8(image: &RgbImage, size: usize, device: &Device) -> Tensor<4> {
     let resized = resize_like_pil(image, size as u32, size as u32);
-    let plane = size * size;
+    let data = imagenet_planar(resized.as_raw(), |v| v);
+    Tensor::from_data(TensorData::new(data, [1, 3, size, size]), device)
+}
+
+/// Interleaved 8-bit RGB pixels as planar `[3, pixels]` values normalised with ImageNet's mean and std, as
+/// Meta's `SAM2Transforms` does; `unit` may change each value in [0, 1] first (training's brightness jitter).
+/// The one place the model's input normalisation is written: SAM2's preprocessing, prompt-free inference and
+/// adapter training all call it.
+pub fn imagenet_planar(rgb: &[u8], unit: impl Fn(f32) -> f32) -> Vec<f32> {
+    let plane = rgb.len() / 3;
     let mut data = vec![0f32; 3 * plane];
-    for (i, pixel) in resized.pixels().enumerate() {
+    for (i, pixel) in rgb.chunks_exact(3).enumerate() {
         for c in 0..3 {
-            data[c * plane + i] = (pixel[c] as f32 / 255.0 - IMAGENET_MEAN[c]) / IMAGENET_STD[c];
+            data[c * plane + i] = (unit(pixel[c] as f32 / 255.0) - IMAGENET_MEAN[c]) / IMAGENET_STD[c];
         }
     }
-    Tensor::from_data(TensorData::new(data, [1, 3, size, size]), device)
+    data
 }
 
 /// PIL's bicubic kernel (`Resample.c`, a = -0.5).

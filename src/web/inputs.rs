@@ -3,13 +3,13 @@
 //! volume with its labels. The checks live in `imaging::labels`; the intensity rule for supports is the CLI's
 //! (`intensity::for_support`), so a support added here segments as `memseg segment --support` does.
 
-use std::cell::RefCell;
 use std::rc::{Rc, Weak};
 
 use image::GrayImage;
 use wasm_bindgen::prelude::*;
 
-use super::{CURRENT, Current, current, js_err, to_js};
+use super::state::{self, LoadedVolume};
+use super::{js_err, set, to_js};
 use crate::imaging::intensity::{self, Intensity};
 use crate::imaging::labels::{self, ClassExtent};
 use crate::imaging::phantom::{self, Phantom};
@@ -28,10 +28,6 @@ pub(crate) fn input_files(files: &js_sys::Array) -> Result<Vec<InputFile>, JsErr
     Ok(inputs)
 }
 
-fn set(object: &js_sys::Object, key: &str, value: JsValue) -> Result<(), JsError> {
-    js_sys::Reflect::set(object, &key.into(), &value).map(|_| ()).map_err(|_| JsError::new("reflect"))
-}
-
 fn get(object: &JsValue, key: &str) -> Result<JsValue, JsError> {
     js_sys::Reflect::get(object, &key.into()).map_err(|_| JsError::new(&format!("missing field '{key}'")))
 }
@@ -42,8 +38,8 @@ fn get(object: &JsValue, key: &str) -> Result<JsValue, JsError> {
 /// 0/255 mask is the `active_class`; any other values are taken as class values (a label map).
 #[wasm_bindgen]
 pub fn mask_for_slice(bytes: Vec<u8>, name: String, active_class: Option<u8>) -> Result<Vec<u8>, JsError> {
-    let current = current()?;
-    let v = &current.volume;
+    let loaded = state::loaded_volume()?;
+    let v = &loaded.volume;
     let mut labels = labels::mask_from_bytes(&bytes, &name, v.width, v.height).map_err(js_err)?;
     if let (Some(class), [255]) = (active_class, labels::distinct_labels(&labels).as_slice()) {
         labels.iter_mut().filter(|l| **l == 255).for_each(|l| *l = class);
@@ -53,15 +49,11 @@ pub fn mask_for_slice(bytes: Vec<u8>, name: String, active_class: Option<u8>) ->
 
 // --- A label volume for the current volume ----------------------------------------------------------------
 
-/// Labels read for the current volume, waiting for the user to choose their role; tied to that volume.
-struct Imported {
-    volume: Weak<Current>,
+/// Labels read for the loaded volume, waiting for the user to choose their role; tied to that volume.
+pub(crate) struct ImportedLabels {
+    volume: Weak<LoadedVolume>,
     source: String,
     labels: Rc<Vec<Vec<u8>>>,
-}
-
-thread_local! {
-    static IMPORTED: RefCell<Option<Imported>> = const { RefCell::new(None) };
 }
 
 fn extents_js(source: &str, labels: &[Vec<u8>]) -> Result<JsValue, JsError> {
@@ -73,25 +65,26 @@ fn extents_js(source: &str, labels: &[Vec<u8>]) -> Result<JsValue, JsError> {
 /// until the user picks its role. Returns `{source, slices, classes: [{class, first, last, middle, voxels}]}`.
 #[wasm_bindgen]
 pub fn import_labels(files: js_sys::Array) -> Result<JsValue, JsError> {
-    let current = current()?;
+    let loaded = state::loaded_volume()?;
     let files = input_files(&files)?;
-    let labels = labels::label_volume(&files, &current.volume).map_err(js_err)?;
+    let labels = labels::label_volume(&files, &loaded.volume).map_err(js_err)?;
     let source = files.first().map(|f| f.name.clone()).unwrap_or_default();
     let summary = extents_js(&source, &labels)?;
-    IMPORTED.with_borrow_mut(|i| *i = Some(Imported { volume: Rc::downgrade(&current), source, labels: Rc::new(labels) }));
+    let imported = ImportedLabels { volume: Rc::downgrade(&loaded), source, labels: Rc::new(labels) };
+    state::with_mut(|s| s.imported = Some(imported));
     Ok(summary)
 }
 
-/// The imported labels, if they still belong to the current volume.
-fn imported() -> Result<(Rc<Current>, Rc<Vec<Vec<u8>>>, String), JsError> {
-    let current = current()?;
-    IMPORTED
-        .with_borrow(|i| {
-            i.as_ref()
-                .filter(|i| i.volume.upgrade().is_some_and(|v| Rc::ptr_eq(&v, &current)))
-                .map(|i| (current.clone(), i.labels.clone(), i.source.clone()))
-        })
-        .ok_or_else(|| JsError::new("import a label volume for this volume first"))
+/// The imported labels, if they still belong to the loaded volume.
+fn imported() -> Result<(Rc<LoadedVolume>, Rc<Vec<Vec<u8>>>, String), JsError> {
+    let loaded = state::loaded_volume()?;
+    state::with(|s| {
+        s.imported
+            .as_ref()
+            .filter(|i| i.volume.upgrade().is_some_and(|v| Rc::ptr_eq(&v, &loaded)))
+            .map(|i| (loaded.clone(), i.labels.clone(), i.source.clone()))
+    })
+    .ok_or_else(|| JsError::new("import a label volume for this volume first"))
 }
 
 /// Slice `z` of the imported labels (to paint it as a mask).
@@ -105,34 +98,30 @@ pub fn imported_slice(z: usize) -> Result<Vec<u8>, JsError> {
 /// Makes the imported labels the current volume's ground truth: the next run's report gets Dice and IoU.
 #[wasm_bindgen]
 pub fn use_imported_as_truth() -> Result<String, JsError> {
-    let (current, labels, source) = imported()?;
-    let with_truth = Rc::new(Current {
-        volume: current.volume.clone(),
+    let (loaded, labels, source) = imported()?;
+    let with_truth = Rc::new(LoadedVolume {
+        volume: loaded.volume.clone(),
         truth: Some(labels.as_ref().clone()),
-        classes: current.classes.clone(),
+        classes: loaded.classes.clone(),
     });
-    // Tie the import to the new `Current` too, so it can still be painted from.
-    IMPORTED.with_borrow_mut(|i| {
-        if let Some(i) = i {
+    state::with_mut(|s| {
+        // Tie the import to the new `LoadedVolume` too, so it can still be painted from.
+        if let Some(i) = &mut s.imported {
             i.volume = Rc::downgrade(&with_truth);
         }
+        s.volume = Some(with_truth);
     });
-    CURRENT.with_borrow_mut(|c| *c = Some(with_truth));
     Ok(source)
 }
 
 // --- Supports from another volume ---------------------------------------------------------------------
 
 /// The other volume support slices are taken from, with its labels when given.
-struct SupportSource {
+pub(crate) struct SupportSource {
     volume: Volume,
     labels: Option<Vec<Vec<u8>>>,
     /// Names of its classes, when it comes with them (the sample).
     names: Vec<(u8, String)>,
-}
-
-thread_local! {
-    static SOURCE: RefCell<Option<SupportSource>> = const { RefCell::new(None) };
 }
 
 fn source_meta(source: &SupportSource) -> Result<JsValue, JsError> {
@@ -152,7 +141,7 @@ pub fn load_support_volume(files: js_sys::Array) -> Result<JsValue, JsError> {
     let volume = imaging::read_files(&input_files(&files)?).map_err(js_err)?;
     let source = SupportSource { volume, labels: None, names: Vec::new() };
     let meta = source_meta(&source)?;
-    SOURCE.with_borrow_mut(|s| *s = Some(source));
+    state::with_mut(|s| s.support_source = Some(source));
     Ok(meta)
 }
 
@@ -164,7 +153,7 @@ pub fn load_support_sample() -> Result<JsValue, JsError> {
     let names = phantom::CLASSES.iter().map(|&(v, n)| (v, n.to_string())).collect();
     let source = SupportSource { volume, labels, names };
     let meta = source_meta(&source)?;
-    SOURCE.with_borrow_mut(|s| *s = Some(source));
+    state::with_mut(|s| s.support_source = Some(source));
     Ok(meta)
 }
 
@@ -172,8 +161,8 @@ pub fn load_support_sample() -> Result<JsValue, JsError> {
 #[wasm_bindgen]
 pub fn support_source_labels(files: js_sys::Array) -> Result<JsValue, JsError> {
     let files = input_files(&files)?;
-    SOURCE.with_borrow_mut(|s| {
-        let source = s.as_mut().ok_or_else(|| JsError::new("load the volume to take supports from first"))?;
+    state::with_mut(|s| {
+        let source = s.support_source.as_mut().ok_or_else(|| JsError::new("load the volume to take supports from first"))?;
         source.labels = Some(labels::label_volume(&files, &source.volume).map_err(js_err)?);
         source_meta(source)
     })
@@ -185,8 +174,8 @@ pub fn support_source_labels(files: js_sys::Array) -> Result<JsValue, JsError> {
 /// the source's label volume's slice, or `mask` (bytes of a mask file) when given.
 #[wasm_bindgen]
 pub fn support_slice(z: usize, mask: Option<Vec<u8>>, mask_name: Option<String>) -> Result<JsValue, JsError> {
-    SOURCE.with_borrow(|s| {
-        let source = s.as_ref().ok_or_else(|| JsError::new("load the volume to take supports from first"))?;
+    state::with(|s| {
+        let source = s.support_source.as_ref().ok_or_else(|| JsError::new("load the volume to take supports from first"))?;
         let v = &source.volume;
         if z >= v.depth {
             return Err(JsError::new(&format!("slice {} is out of range (1 to {})", z + 1, v.depth)));

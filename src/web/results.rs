@@ -3,15 +3,16 @@
 
 use wasm_bindgen::prelude::*;
 
-use super::{FINISHED, Finished, current, js_err};
+use super::js_err;
+use super::state::{self, FinishedRun};
 
 /// Makes `labels` (slice-major label maps of the loaded volume, concatenated) and `report` (the JSON the run
 /// returned) the run the exports write. The labels must fit the loaded volume and use only the report's
 /// classes: a store entry from another volume or a damaged one is refused, and nothing changes.
 #[wasm_bindgen]
 pub fn restore_run(labels: Vec<u8>, report: String) -> Result<(), JsError> {
-    let current = current()?;
-    let v = &current.volume;
+    let loaded = state::loaded_volume()?;
+    let v = &loaded.volume;
     let area = v.width * v.height;
     if labels.len() != area * v.depth {
         return Err(JsError::new(&format!(
@@ -25,7 +26,7 @@ pub fn restore_run(labels: Vec<u8>, report: String) -> Result<(), JsError> {
         return Err(JsError::new(&format!("the kept results hold label {bad}, not one of the report's classes {classes:?}")));
     }
     let labels = labels.chunks(area).map(<[u8]>::to_vec).collect();
-    FINISHED.with_borrow_mut(|f| *f = Some(Finished { current, labels, classes, report }));
+    state::with_mut(|s| s.finished = Some(FinishedRun { volume: loaded, labels, classes, report }));
     Ok(())
 }
 

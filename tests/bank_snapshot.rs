@@ -11,7 +11,7 @@ use common::{VideoFixture, fixtures};
 use image::{GrayImage, RgbImage};
 use memseg::sam2::Sam2Base;
 use memseg::session::{MemoryOptions, Mode, Placement, Session, SliceOutput, Support};
-use memseg::teaching::{ObjectBank, Outcome, Place};
+use memseg::session::bank_snapshot::{ObjectBank, Outcome, Place};
 
 fn fixture() -> VideoFixture {
     VideoFixture::open(&fixtures().join("tiny21_reduced_128.mid.video.safetensors"))

@@ -1,9 +1,10 @@
-//! The teaching view's data: at each step of a run, per class, what the memory bank holds and what SAM2
-//! attends to for the slice being segmented, and why (SAM2-SGP's support scores and eviction rule).
+//! Memory-bank snapshots: at each step of a run, per class, what the memory bank holds and what SAM2 attends
+//! to for the slice being segmented, and why (SAM2-SGP's support scores and eviction rule). The page's
+//! teaching view (`www/bank.js`) draws them.
 //!
 //! A snapshot is small and serializable (frame references, slots, scores; no tensors), so the browser can
 //! show it at every step and replay it after the run. It is built from the core's own decisions: the
-//! [`MemorySelection`] the model attends to at that step (taken in `video_predictor.rs` and `session.rs` right
+//! [`MemorySelection`] the model attends to at that step (taken in `video_predictor.rs` and the session's runs right
 //! where the step runs), the bank's entries at that moment, SGP's scores as the session ranked them and the
 //! eviction rule's numbers as it applied them. Nothing here decides anything.
 

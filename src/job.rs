@@ -1,0 +1,269 @@
+//! One volume job: the driver behind `memseg segment` (few-shot and prompt-free), `memseg eval` and the page.
+//!
+//! A [`Job`] takes a volume already read, its intensity mapping, the optional ground truth and one method's
+//! inputs (few-shot prompts for the memory bank, or a prompt-free adapter); [`Job::run`] gives back a label map
+//! per slice and the report, and on the way one [`StepEvent`] per step through an async callback that says
+//! whether to go on. The callback is where front-ends differ: the CLI advances a progress bar (and drives the
+//! job with `pollster::block_on`), the browser worker posts the slice to the page and yields to its event loop
+//! so that a cancel gets through. Nothing here reads files or JavaScript values.
+
+use image::{GrayImage, RgbImage};
+
+use crate::imaging::Volume;
+use crate::imaging::intensity::{self, Intensity};
+use crate::imaging::labels::distinct_labels;
+use crate::prompt_free::PromptFree;
+use crate::report::{InputInfo, PROMPT_FREE_MODE, PromptFreeReport, RunReport, SegmentReport, class_reports};
+use crate::sam2::Sam2Base;
+use crate::session::bank_snapshot::StepBank;
+use crate::session::{MemoryOptions, Mode, Session, Support, label_map, read_f32};
+
+/// A volume to segment and how.
+pub struct Job<'a> {
+    pub volume: &'a Volume,
+    /// The model input's mapping ([`intensity::choose`]).
+    pub mapping: Intensity,
+    /// Label maps `[depth][h*w]` on the volume's grid: the report gets Dice and IoU.
+    pub truth: Option<&'a [Vec<u8>]>,
+    /// The weights' name, for the report.
+    pub weights: String,
+    pub method: Method<'a>,
+}
+
+pub enum Method<'a> {
+    /// Masks and supports through SAM2's memory bank ([`crate::session`]).
+    FewShot { model: &'a Sam2Base, prompts: Prompts },
+    /// No prompt: the adapter's classes on every slice.
+    PromptFree(&'a PromptFree),
+}
+
+/// The few-shot inputs: masks drawn on the volume's own slices and supports from anywhere.
+pub struct Prompts {
+    pub drawn: Vec<DrawnMask>,
+    /// Use the drawn masks as supports (inserted before `Placement`, or alone in [`Mode::SupportsOnly`]) rather
+    /// than as conditioning frames on their own slices.
+    pub drawn_as_supports: bool,
+    /// Supports from other slices or volumes, already mapped to 8 bits ([`intensity::for_support`]).
+    pub supports: Vec<Support>,
+    /// Label values to segment; `None`: every value found in the masks and supports.
+    pub classes: Option<Vec<u8>>,
+    pub mode: Mode,
+    pub memory: MemoryOptions,
+    /// Keep each slice's low-resolution logits (`memseg segment --save-logits`).
+    pub keep_logits: bool,
+}
+
+/// A label map drawn on one slice of the volume; `name` is how messages and the report call it.
+pub struct DrawnMask {
+    pub slice: usize,
+    pub name: String,
+    pub labels: GrayImage,
+}
+
+/// One step of a run: a slice's label map as soon as it is known.
+pub struct StepEvent<'a> {
+    /// 1-based; `total` steps in all (a slice may come twice in a propagation: the later one is final).
+    pub step: usize,
+    pub total: usize,
+    pub slice: usize,
+    /// Reached by the reverse pass of a propagation.
+    pub reverse: bool,
+    pub labels: &'a [u8],
+    /// What each class's memory bank held at this step (few-shot only; the page's teaching view).
+    pub bank: Option<&'a StepBank>,
+}
+
+/// How a run ended: done, or stopped by the callback after `steps` of `total` steps.
+pub enum Outcome<T> {
+    Done(T),
+    Cancelled { steps: usize, total: usize },
+}
+
+/// A finished job.
+pub struct Finished {
+    /// `[depth][h*w]` label values at the slices' size.
+    pub labels: Vec<Vec<u8>>,
+    /// Per slice, the low-resolution logits `[classes * (S/4)^2]` when [`Prompts::keep_logits`].
+    pub logits: Vec<Option<Vec<f32>>>,
+    /// Its `outputs` are left for the caller, which knows what it writes.
+    pub report: RunReport,
+    /// Steps taken (slices produced, a drawn slice twice in a propagation) and the run's count of steps in
+    /// all (a propagation's count includes the inserted supports' frames).
+    pub steps: usize,
+    pub total: usize,
+}
+
+impl Job<'_> {
+    /// Runs the job to the end or until `on_step` answers `false`. `seconds` is the time the report gives
+    /// (each front-end counts from where its user's wait began).
+    pub async fn run(
+        self,
+        on_step: &mut impl AsyncFnMut(StepEvent<'_>) -> Result<bool, String>,
+        seconds: impl Fn() -> f64,
+    ) -> Result<Outcome<Finished>, String> {
+        let (slices, info) = intensity::to_rgb8_with_info(self.volume, &self.mapping)?;
+        let input = InputInfo::of(self.volume, info);
+        let (labels, logits, report, total) = match self.method {
+            Method::FewShot { model, prompts } => {
+                let prepared = prepare(slices, prompts)?;
+                let size = (self.volume.width, self.volume.height);
+                let tracked = match track(model, &prepared.session, prepared.mode, prepared.memory, size, prepared.keep_logits, on_step).await? {
+                    Outcome::Done(t) => t,
+                    Outcome::Cancelled { steps, total } => return Ok(Outcome::Cancelled { steps, total }),
+                };
+                let classes = prepared.session.classes.clone();
+                let report = RunReport::FewShot(SegmentReport {
+                    complete: true,
+                    input,
+                    weights: self.weights,
+                    mode: prepared.mode,
+                    memory: prepared.memory,
+                    per_class: class_reports(&tracked.labels, self.truth, &classes, self.volume),
+                    classes,
+                    supports: prepared.support_names,
+                    drawn_slices: prepared.drawn_slices,
+                    order: tracked.order,
+                    frames_encoded: tracked.frames_encoded,
+                    seconds: seconds(),
+                    outputs: Vec::new(),
+                });
+                (tracked.labels, tracked.logits, report, tracked.total)
+            }
+            Method::PromptFree(pf) => {
+                let labels = match segment_each(pf, &slices, on_step).await? {
+                    Outcome::Done(labels) => labels,
+                    Outcome::Cancelled { steps, total } => return Ok(Outcome::Cancelled { steps, total }),
+                };
+                let classes = pf.foreground();
+                let report = RunReport::PromptFree(PromptFreeReport {
+                    complete: true,
+                    input,
+                    weights: self.weights,
+                    adapter: pf.name.clone(),
+                    mode: PROMPT_FREE_MODE,
+                    order: (0..labels.len()).collect(),
+                    frames_encoded: labels.len(),
+                    seconds: seconds(),
+                    per_class: class_reports(&labels, self.truth, &classes, self.volume),
+                    classes,
+                    outputs: Vec::new(),
+                });
+                let (logits, total) = (vec![None; labels.len()], labels.len());
+                (labels, logits, report, total)
+            }
+        };
+        let steps = match &report {
+            RunReport::FewShot(r) => r.order.len(),
+            RunReport::PromptFree(r) => r.order.len(),
+        };
+        Ok(Outcome::Done(Finished { labels, logits, report, steps, total }))
+    }
+}
+
+/// A few-shot session built from the prompts, with what the report says of them.
+struct Prepared {
+    session: Session,
+    mode: Mode,
+    memory: MemoryOptions,
+    keep_logits: bool,
+    support_names: Vec<String>,
+    drawn_slices: Vec<usize>,
+}
+
+fn prepare(slices: Vec<RgbImage>, p: Prompts) -> Result<Prepared, String> {
+    if p.drawn.is_empty() && p.supports.is_empty() {
+        return Err("no mask and no support: draw a mask on at least one slice or add a support".into());
+    }
+    let classes = p.classes.unwrap_or_else(|| {
+        let maps = p.drawn.iter().map(|d| &d.labels).chain(p.supports.iter().map(|s| &s.labels));
+        distinct_labels(maps.flat_map(|m| m.as_raw()))
+    });
+    let drawn_images: Vec<Option<RgbImage>> =
+        p.drawn.iter().map(|d| p.drawn_as_supports.then(|| slices.get(d.slice).cloned()).flatten()).collect();
+    let mut session = Session::new(slices, classes)?;
+    let (mut support_names, mut drawn_slices) = (Vec::new(), Vec::new());
+    for (drawn, image) in p.drawn.into_iter().zip(drawn_images) {
+        if p.drawn_as_supports {
+            let image = image.ok_or_else(|| format!("{}: slice {} is out of range", drawn.name, drawn.slice))?;
+            support_names.push(drawn.name.clone());
+            session.add_support(Support { name: drawn.name, image, labels: drawn.labels })?;
+        } else {
+            session.add_query_mask(drawn.slice, &drawn.name, drawn.labels)?;
+            drawn_slices.push(drawn.slice);
+        }
+    }
+    for support in p.supports {
+        support_names.push(support.name.clone());
+        session.add_support(support)?;
+    }
+    Ok(Prepared { session, mode: p.mode, memory: p.memory, keep_logits: p.keep_logits, support_names, drawn_slices })
+}
+
+/// What tracking a session over its slices gives.
+pub struct Tracked {
+    /// `[slice][h*w]` label maps at the slices' size.
+    pub labels: Vec<Vec<u8>>,
+    pub logits: Vec<Option<Vec<f32>>>,
+    /// Slices in the order they were produced.
+    pub order: Vec<usize>,
+    pub frames_encoded: usize,
+    /// The run's count of steps ([`crate::session::Run::total_steps`]).
+    pub total: usize,
+}
+
+/// Runs `session` to the end, turning each slice's logits into a label map (at `size` = (width, height)) as
+/// soon as it comes and handing it to `on_step`. `memseg eval` calls this directly on its query ranges.
+pub async fn track(
+    model: &Sam2Base,
+    session: &Session,
+    mode: Mode,
+    memory: MemoryOptions,
+    (width, height): (usize, usize),
+    keep_logits: bool,
+    on_step: &mut impl AsyncFnMut(StepEvent<'_>) -> Result<bool, String>,
+) -> Result<Outcome<Tracked>, String> {
+    let n = session.num_slices();
+    let mut run = session.start(model, mode, memory).await?;
+    let total = run.total_steps();
+    let mut t = Tracked { labels: vec![Vec::new(); n], logits: vec![None; n], order: Vec::new(), frames_encoded: 0, total };
+    while let Some(output) = run.step().await {
+        let output = output?;
+        let values = read_f32(output.at_size(height, width)).await?;
+        let per_class: Vec<Vec<f32>> = values.chunks(width * height).map(<[f32]>::to_vec).collect();
+        let map = label_map(&per_class, &session.classes);
+        if keep_logits {
+            t.logits[output.slice] = Some(read_f32(burn::tensor::Tensor::cat(output.logits.clone(), 1)).await?);
+        }
+        t.order.push(output.slice);
+        let event = StepEvent { step: t.order.len(), total, slice: output.slice, reverse: output.reverse, labels: &map, bank: Some(&output.bank) };
+        let go_on = on_step(event).await?;
+        t.labels[output.slice] = map;
+        if !go_on {
+            return Ok(Outcome::Cancelled { steps: t.order.len(), total });
+        }
+    }
+    if let Some(missing) = t.labels.iter().position(Vec::is_empty) {
+        return Err(format!("slice {missing} was not reached by the propagation"));
+    }
+    t.frames_encoded = run.frames_encoded();
+    Ok(Outcome::Done(t))
+}
+
+/// Prompt-free: every slice on its own, in order.
+async fn segment_each(
+    pf: &PromptFree,
+    slices: &[RgbImage],
+    on_step: &mut impl AsyncFnMut(StepEvent<'_>) -> Result<bool, String>,
+) -> Result<Outcome<Vec<Vec<u8>>>, String> {
+    let total = slices.len();
+    let mut labels = Vec::with_capacity(total);
+    for (z, slice) in slices.iter().enumerate() {
+        let map = pf.segment(slice).await?;
+        let go_on = on_step(StepEvent { step: z + 1, total, slice: z, reverse: false, labels: &map, bank: None }).await?;
+        labels.push(map);
+        if !go_on {
+            return Ok(Outcome::Cancelled { steps: z + 1, total });
+        }
+    }
+    Ok(Outcome::Done(labels))
+}

@@ -1,0 +1,235 @@
+//! S1SFQ / kSFQ ([`Mode::Propagate`](super::Mode)), and masks drawn on query slices: Meta's video predictor
+//! over the query sequence with the supports inserted, visited in `propagate_in_video`'s order (forward from
+//! the first conditioning frame, then in reverse), releasing tracked memories no later slice can select.
+
+use std::rc::Rc;
+
+use burn::tensor::{Device, Tensor};
+use image::{GrayImage, RgbImage};
+
+use super::bank_snapshot::{Admission, ObjectBank, Place, StepBank, SupportScore};
+use super::sgp::{Kept, admit, chosen_supports, normalize, scored_supports, similarity_vector};
+use super::{MemoryOptions, Placement, Session, SliceOutput, Support, class_mask, has_class, preprocess, read_f32};
+use crate::sam2::memory_bank::RecentMemories;
+use crate::sam2::sam2_base::Sam2Base;
+use crate::sam2::transforms;
+use crate::sam2::video_predictor::{FrameOutput, FrameSource, VideoPredictor};
+
+/// The query sequence with the supports inserted: each sequence frame is a query slice or a support.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SeqFrame {
+    Query(usize),
+    Support(usize),
+}
+
+struct SequenceFrames {
+    query: Rc<Vec<RgbImage>>,
+    supports: Rc<Vec<Support>>,
+    sequence: Vec<SeqFrame>,
+    size: usize,
+    device: Device,
+}
+
+impl FrameSource for SequenceFrames {
+    fn num_frames(&self) -> usize {
+        self.sequence.len()
+    }
+
+    fn frame(&self, index: usize) -> Result<Tensor<4>, String> {
+        let image = match self.sequence.get(index) {
+            Some(SeqFrame::Query(i)) => &self.query[*i],
+            Some(SeqFrame::Support(i)) => &self.supports[*i].image,
+            None => return Err(format!("frame {index} is out of range")),
+        };
+        Ok(transforms::preprocess_rgb8(image, self.size, &self.device))
+    }
+}
+
+/// S1SFQ / kSFQ (and masks drawn on query slices): Meta's video predictor over the query sequence.
+pub(super) struct PropagateRun<'m> {
+    pub(super) predictor: VideoPredictor<'m>,
+    sequence: Vec<SeqFrame>,
+    /// (sequence frame, reverse) in the order Meta's `propagate_in_video` visits them (forward, then reverse).
+    pub(super) order: Vec<(usize, bool)>,
+    next: usize,
+    /// The first conditioning frame: the reverse pass needs the forward pass's memories after it.
+    start: usize,
+    /// How far back (in the direction of travel) a frame's memory can still be selected.
+    reach: usize,
+    /// Supports encoded to choose them by similarity (outside the predictor).
+    pub(super) extra_encoded: usize,
+    /// SAM2-SGP's eviction: per object, the kept tracked memories (frame, unit feature vector, IoU).
+    eviction: Option<Vec<Vec<Kept>>>,
+    /// The session's index of each inserted support (`SeqFrame::Support(i)` is support `support_ids[i]`).
+    support_ids: Vec<usize>,
+    /// SGP's support selection, as scored (empty without `select_supports`).
+    support_scores: Vec<SupportScore>,
+}
+
+/// Supports chosen for a propagation: the supports, their session indices, SGP's scores, encoder runs spent.
+struct ChosenSupports {
+    supports: Vec<Support>,
+    ids: Vec<usize>,
+    scores: Vec<SupportScore>,
+    encoded: usize,
+}
+
+/// A sequence frame as the user knows it.
+fn place_of(sequence: &[SeqFrame], support_ids: &[usize], frame: usize) -> Place {
+    match sequence[frame] {
+        SeqFrame::Query(i) => Place::Slice(i),
+        SeqFrame::Support(i) => Place::Support(support_ids[i]),
+    }
+}
+
+impl<'m> PropagateRun<'m> {
+    pub(super) async fn new(session: &Session, model: &'m Sam2Base, at: Placement, memory: MemoryOptions) -> Result<Self, String> {
+        let n = session.query.len();
+        let at = match at {
+            Placement::Middle => n / 2,
+            Placement::Index(i) if i <= n => i,
+            Placement::Index(i) => return Err(format!("supports cannot be placed at slice {i}: the query has {n} slices")),
+        };
+        if session.supports.is_empty() && session.query_masks.is_empty() {
+            return Err("give a support or a mask drawn on a query slice".into());
+        }
+        let ChosenSupports { supports, ids: support_ids, scores: support_scores, encoded: extra_encoded } =
+            Self::choose_supports(session, model, at, memory).await?;
+        let mut sequence: Vec<SeqFrame> = (0..at).map(SeqFrame::Query).collect();
+        sequence.extend((0..supports.len()).map(SeqFrame::Support));
+        sequence.extend((at..n).map(SeqFrame::Query));
+        let frames = SequenceFrames {
+            query: session.query.clone(),
+            supports: Rc::new(supports.clone()),
+            sequence: sequence.clone(),
+            size: model.image_size(),
+            device: model.device(),
+        };
+        let mut predictor = VideoPredictor::new(model, Box::new(frames));
+        let recent = if memory.similarity_eviction { RecentMemories::Kept } else { RecentMemories::Neighbours };
+        predictor.set_bank_policy(memory.max_conditioning, recent);
+        let device = model.device();
+        // Prompts frame by frame, every class of a frame together (one encoding per frame).
+        let mut prompts: Vec<(usize, &GrayImage)> = supports.iter().enumerate().map(|(i, s)| (at + i, &s.labels)).collect();
+        prompts.extend(session.query_masks.iter().map(|(slice, labels)| (if *slice < at { *slice } else { slice + supports.len() }, labels)));
+        prompts.sort_by_key(|(frame, _)| *frame);
+        for (frame, labels) in prompts {
+            for (object, &class) in session.classes.iter().enumerate() {
+                if has_class(labels, class) {
+                    predictor.add_new_mask(frame, object, class_mask(labels, class, &device))?;
+                }
+            }
+        }
+        let forward = predictor.begin_propagation(None, None, false)?;
+        let start = predictor.first_conditioning_frame().expect("prompts added");
+        let mut order: Vec<(usize, bool)> = forward.into_iter().map(|f| (f, false)).collect();
+        // Meta's reverse pass starts at the same (earliest) conditioning frame; it re-yields that frame.
+        order.extend((0..=start).rev().filter(|_| start > 0).map(|f| (f, true)));
+        let cfg = model.tracking_config();
+        let reach = cfg.num_maskmem * cfg.memory_temporal_stride_for_eval.max(1) + cfg.max_obj_ptrs_in_encoder;
+        let eviction = memory.similarity_eviction.then(|| (0..session.classes.len()).map(|_| Vec::new()).collect());
+        Ok(Self { predictor, sequence, order, next: 0, start, reach, extra_encoded, eviction, support_ids, support_scores })
+    }
+
+    /// All supports, or (SGP) the `k` most similar to the query slice where they are inserted.
+    async fn choose_supports(session: &Session, model: &Sam2Base, at: usize, memory: MemoryOptions) -> Result<ChosenSupports, String> {
+        let all: Vec<usize> = (0..session.supports.len()).collect();
+        let Some(k) = memory.select_supports.filter(|&k| k < session.supports.len()) else {
+            return Ok(ChosenSupports { supports: session.supports.clone(), ids: all, scores: Vec::new(), encoded: 0 });
+        };
+        let anchor = &session.query[at.min(session.query.len() - 1)];
+        let q = similarity_vector(&model.forward_image(preprocess(model, anchor))).await?;
+        let mut vectors = Vec::new();
+        for support in &session.supports {
+            vectors.push(similarity_vector(&model.forward_image(preprocess(model, &support.image))).await?);
+        }
+        let scores = scored_supports(&all, &vectors, &q, k);
+        let ids = chosen_supports(&scores);
+        let supports = ids.iter().map(|&i| session.supports[i].clone()).collect();
+        Ok(ChosenSupports { supports, ids, scores, encoded: session.supports.len() + 1 })
+    }
+
+    pub(super) async fn step(&mut self) -> Option<Result<SliceOutput, String>> {
+        loop {
+            let &(frame, reverse) = self.order.get(self.next)?;
+            let pass_starts = self.next > 0 && reverse && !self.order[self.next - 1].1;
+            self.next += 1;
+            if pass_starts && self.eviction.is_some() {
+                self.eviction.iter_mut().flatten().for_each(Vec::clear);
+                self.predictor.retain_tracked(|_, _| false);
+            }
+            let outputs = match self.predictor.track(frame, reverse) {
+                Ok(o) => o,
+                Err(e) => return Some(Err(e)),
+            };
+            // The eviction's decisions go to the teaching view; without it, nothing is decided (exact release).
+            let admissions = if self.eviction.is_some() {
+                match self.evict(&outputs).await {
+                    Ok(a) => a,
+                    Err(e) => return Some(Err(e)),
+                }
+            } else {
+                self.release_memories(frame, reverse);
+                Vec::new()
+            };
+            if let SeqFrame::Query(slice) = self.sequence[frame] {
+                let bank = self.bank_view(&outputs, admissions);
+                let logits = outputs.into_iter().map(|o| o.pred_masks).collect();
+                return Some(Ok(SliceOutput { slice, reverse, logits, supports_used: Vec::new(), bank }));
+            }
+        }
+    }
+
+    /// Each class's bank at this step (the teaching view), from the core's own outputs and decisions.
+    fn bank_view(&self, outputs: &[FrameOutput], mut admissions: Vec<Option<Admission>>) -> StepBank {
+        let cfg = self.predictor.model().tracking_config();
+        let place = |f: usize| place_of(&self.sequence, &self.support_ids, f);
+        admissions.resize(outputs.len(), None);
+        let objects = outputs
+            .iter()
+            .zip(admissions)
+            .map(|(out, eviction)| {
+                let mut view = ObjectBank::new(&out.held, out.selection.as_ref(), cfg, place);
+                view.supports = self.support_scores.clone();
+                view.eviction = eviction;
+                view
+            })
+            .collect();
+        StepBank { num_maskmem: cfg.num_maskmem, objects }
+    }
+
+    /// SAM2-SGP's similarity eviction after a tracked frame, per object (see [`MemoryOptions`]); returns the
+    /// rule's decision per object (`None` for a conditioning frame).
+    async fn evict(&mut self, outputs: &[FrameOutput]) -> Result<Vec<Option<Admission>>, String> {
+        let capacity = self.predictor.model().tracking_config().num_maskmem.saturating_sub(1).max(1);
+        let pools = self.eviction.as_mut().expect("eviction on");
+        let (sequence, ids) = (&self.sequence, &self.support_ids);
+        let mut decisions = Vec::new();
+        for (object, out) in outputs.iter().enumerate() {
+            let Some(features) = out.maskmem_features.clone().filter(|_| !out.conditioning) else {
+                decisions.push(None);
+                continue;
+            };
+            let mut vector = read_f32(features.flatten::<1>(0, 3)).await?;
+            normalize(&mut vector);
+            let iou = read_f32(out.iou_score.clone()).await?.first().copied().unwrap_or(0.0);
+            let decision = admit(&mut pools[object], Kept { frame: out.frame, vector, iou }, capacity, |f| place_of(sequence, ids, f));
+            decisions.push(Some(decision));
+        }
+        let keep: Vec<Vec<usize>> = pools.iter().map(|p| p.iter().map(|k| k.frame).collect()).collect();
+        self.predictor.retain_tracked(|object, frame| keep.get(object).is_some_and(|k| k.contains(&frame)));
+        Ok(decisions)
+    }
+
+    /// Drops tracked memories no later frame can select (at most `reach` frames behind in the direction of
+    /// travel), keeping those the reverse pass will read (just after the start). Exact: the outputs are the
+    /// same as with every memory kept, and a 100-slice volume holds a few dozen memories, not 100.
+    fn release_memories(&mut self, frame: usize, reverse: bool) {
+        let (reach, start) = (self.reach, self.start);
+        if reverse {
+            self.predictor.retain_tracked(|_, f| f < frame + reach);
+        } else {
+            self.predictor.retain_tracked(|_, f| f + reach > frame || (f > start && f <= start + reach));
+        }
+    }
+}
