@@ -5,7 +5,7 @@
 // controls' enabled state and the crash recovery. The rest lives by job, over one state object (state.js):
 // painting.js (classes, brush, undo), persistence.js (work kept in this browser), run.js (runs and exports).
 import * as adapter from './adapter.js';
-import { checkVolumeFiles, describeEstimate, memoryNote } from './limits.js';
+import { checkVolumeFiles, describeEstimate, limitsUnavailable, memoryNote, setLimits } from './limits.js';
 import * as painting from './painting.js';
 import * as persistence from './persistence.js';
 import { crashRecovery } from './recovery.js';
@@ -45,10 +45,11 @@ function renderDevice(d) {
   $('device-details').hidden = false;
 }
 
-/** Starts compute in the worker (again after a crash). */
+/** Starts compute in the worker (again after a crash), then asks the core for its input limits (limits.js). */
 async function startCompute() {
   state.device = await call('init', { preference: preference() });
   renderDevice(state.device);
+  setLimits(await call('limits'));
 }
 
 function renderSelftest(r) {
@@ -285,6 +286,8 @@ async function main() {
     await startCompute();
   } catch (e) {
     $('device-summary').textContent = 'No compute device';
+    // The core may be loaded without a device: volumes are still checked against its limits, or told why not.
+    call('limits').then(setLimits, (err) => limitsUnavailable(err.message));
     return showError(`Could not start the compute device: ${e.message}`);
   }
   await selftest();
