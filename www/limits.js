@@ -1,11 +1,26 @@
 // Up-front limits: what the page refuses before reading any image file, and the memory a volume will take.
-// The Rust core enforces the same limits while decoding (src/imaging/mod.rs: 8192 px a side, 2048 slices,
-// 2^28 values); checking here first, from the files' sizes and headers, means a volume that cannot fit is
-// refused with a readable message before its bytes are read into memory, instead of exhausting the worker.
+// The Rust core enforces its limits while decoding (src/imaging/mod.rs: a side, slices, values); checking here
+// first, from the files' sizes and headers, means a volume that cannot fit is refused with a readable message
+// before its bytes are read into memory, instead of exhausting the worker. The numbers are the core's own,
+// asked of the worker once it is up (app.js: setLimits), never a copy of them.
 
-export const MAX_SIDE = 8192;
-export const MAX_SLICES = 2048;
-export const MAX_VALUES = 2 ** 28;
+let limits = null; // {maxSide, maxSlices, maxValues}
+let known = null;
+// A check waits for the limits while the worker starts; it rejects when the core could not be loaded at all.
+const whenKnown = new Promise((resolve, reject) => { known = { resolve, reject }; });
+whenKnown.catch(() => {}); // only the checks that wait for it care
+
+/** The core's limits (the worker's `limits` op); set again after a crash recovery, to the same numbers. */
+export function setLimits(value) {
+  limits = value;
+  known.resolve();
+}
+
+/** The core could not answer (it was not loaded): checks say so instead of waiting for ever. */
+export function limitsUnavailable(reason) {
+  known.reject(new Error(reason));
+}
+
 // A wasm32 memory tops out at 4 GiB. The model, its activations at 1024 px and the run's working copies need
 // about 1 GiB of it (SAM2.1-tiny's weights are 156 MB); the rest is what a volume may take while it is read.
 const WASM_MEMORY = 4 * 2 ** 30;
@@ -69,10 +84,11 @@ async function pngShape(file) {
 
 /** The core's own wording for a shape over its limits (src/imaging/mod.rs), or null when it fits. */
 function shapeError(name, { width, height, slices, channels }) {
-  if (width > MAX_SIDE || height > MAX_SIDE) return `${name}: ${width}×${height} pixels is larger than the ${MAX_SIDE}×${MAX_SIDE} supported`;
-  if (slices > MAX_SLICES) return `${name}: ${slices} slices is more than the ${MAX_SLICES} supported`;
-  if (width * height * slices * channels > MAX_VALUES) {
-    return `${name}: ${width}×${height}×${slices}×${channels} values is more than the ${MAX_VALUES} supported`;
+  const { maxSide, maxSlices, maxValues } = limits;
+  if (width > maxSide || height > maxSide) return `${name}: ${width}×${height} pixels is larger than the ${maxSide}×${maxSide} supported`;
+  if (slices > maxSlices) return `${name}: ${slices} slices is more than the ${maxSlices} supported`;
+  if (width * height * slices * channels > maxValues) {
+    return `${name}: ${width}×${height}×${slices}×${channels} values is more than the ${maxValues} supported`;
   }
   return null;
 }
@@ -98,7 +114,12 @@ async function shapeOf(files) {
 export async function checkVolumeFiles(files) {
   const name = files.length === 1 ? files[0].name : `${files.length} files`;
   const total = files.reduce((n, f) => n + f.size, 0);
-  if (files.length > MAX_SLICES) return { error: `${name}: more than the ${MAX_SLICES} slices supported (one slice a file)` };
+  try {
+    await whenKnown;
+  } catch (e) {
+    return { error: `${name}: cannot be checked against the core's limits (${e.message})` };
+  }
+  if (files.length > limits.maxSlices) return { error: `${name}: more than the ${limits.maxSlices} slices supported (one slice a file)` };
   const shape = await shapeOf(files);
   const problem = shape && shapeError(name, shape);
   if (problem) return { error: problem };

@@ -5,8 +5,8 @@
 // access out of bounds", "unreachable") as {type: 'crash', message}; a lost GPU device as {type: 'device-lost',
 // reason, message}. After any of them this worker cannot be trusted: the page replaces it (rpc.js, app.js).
 import init, {
-  encoder_stages, export_nifti, export_report, export_slice_png, init_compute, label_png, load_sam2, load_sample,
-  load_volume, restore_run, run_segmentation, run_selftest, slice_rgba, truth_slice, volume_values,
+  encoder_stages, export_nifti, export_report, export_slice_png, init_compute, label_png, limits, load_sam2,
+  load_sample, load_volume, restore_run, run_segmentation, run_selftest, slice_rgba, truth_slice, volume_values,
 } from './pkg/memseg.js';
 import * as inputs from './pkg/memseg.js';
 
@@ -62,6 +62,12 @@ const ops = {
     const probe = preference === 'flex' ? {} : await probeWebGpu();
     const compute = await init_compute(preference, probe.unavailable ?? null);
     return { ...compute, webgpuAdapter: compute.backend === 'wgpu' ? probe.adapter : null };
+  },
+  // The core's input limits, {maxSide, maxSlices, maxValues}: the page checks a volume's files against them
+  // before reading them (limits.js). Needs the core loaded, not a compute device.
+  async limits() {
+    await ready;
+    return limits();
   },
   async selftest() {
     await ready;

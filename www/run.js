@@ -1,0 +1,151 @@
+// The run controller: starts a segmentation in the worker (few-shot from the painted masks and supports, or
+// prompt-free with an adapter), shows its progress and results as they come, cancels it, and exports what it
+// made (labels.nii.gz, report.json, PNG masks). The results table and the Dice chart render the last run.
+import * as adapter from './adapter.js';
+import { BankView } from './bank.js';
+import { showDice } from './chart.js';
+import * as inputs from './inputs.js';
+import { adapterClasses, paintedMasks } from './painting.js';
+import { persistResults } from './persistence.js';
+import { state } from './state.js';
+import { $, download, status } from './ui.js';
+import { zip } from './zip.js';
+
+let call = null;
+let viewer = null;
+let onChange = () => {};
+// The teaching view (bank.js): each class's memory bank at every step of the run, replayable afterwards.
+export let teaching = null;
+
+const optionalInt = (id) => ($(id).value === '' ? null : Number($(id).value));
+const seconds = (ms) => (ms < 1000 ? `${Math.round(ms)} ms` : ms < 60_000 ? `${(ms / 1000).toFixed(1)} s` : `${Math.floor(ms / 60_000)} min ${Math.round((ms % 60_000) / 1000)} s`);
+
+async function exportWith(what, make) {
+  try {
+    await make();
+  } catch (e) {
+    status('run-status', `Could not export the ${what}: ${e.message}`, 'error');
+  }
+}
+
+/** The export buttons, by id: enabled only when a finished run is there to export (app.js's controls). */
+export const exporters = {
+  'export-nifti': () => exportWith('labels', async () => download(new Blob([await call('exportNifti')]), 'labels.nii.gz')),
+  'export-report': () => exportWith('report', async () =>
+    download(new Blob([await call('exportReport')], { type: 'application/json' }), 'report.json')),
+  'export-png': () => exportWith('PNG masks', async () => {
+    const files = [];
+    for (let s = 0; s < state.volume.slices; s++) {
+      const { name, png } = await call('exportSlicePng', { z: s });
+      files.push({ name, bytes: png });
+    }
+    download(zip(files), 'masks.zip');
+  }),
+};
+
+/**
+ * Wires the run panel. `call` is the worker protocol, `viewer` redraws the slice, `onChange()` updates the
+ * page's controls and `onPick(slice)` shows a slice picked in the teaching view.
+ */
+export function setup(options) {
+  let onPick;
+  ({ call, viewer, onChange, onPick } = options);
+  teaching = new BankView($('teaching'), {
+    classes: () => state.classes,
+    supportNames: () => state.lastRun?.report?.supports ?? [],
+    onPick,
+  });
+  $('run').addEventListener('click', run);
+  $('cancel').addEventListener('click', () => {
+    status('run-status', 'Cancelling after the current slice…');
+    call('cancel');
+  });
+  for (const [id, fn] of Object.entries(exporters)) $(id).addEventListener('click', fn);
+}
+
+/** What a run segments: its worker request and classes, or {error} when something it needs is missing. */
+function request() {
+  // Prompt-free (adapter.js): the adapter's classes on every slice, no masks or supports.
+  const promptFree = adapter.selected();
+  const { masks, classes: painted } = paintedMasks();
+  // Supports from other volumes (inputs.js) join the painted masks, as `--support` joins `--mask` in the CLI.
+  const supports = inputs.runSupports();
+  const classes = promptFree ? adapter.info()?.classes ?? [] : [...new Set([...painted, ...inputs.supportClasses()])].sort((a, b) => a - b);
+  if (promptFree && !classes.length) return { error: 'Load an adapter file first (model panel).' };
+  if (promptFree) adapterClasses(classes);
+  if (!promptFree && !masks.length && !supports.length) return { error: 'Paint a mask on at least one slice (or add a support) first.' };
+  const options = {
+    classes, mode: $('mode').value, intensity: $('window').value,
+    maxConditioning: optionalInt('max-conditioning'), selectSupports: optionalInt('select-supports'),
+    similarityEviction: $('similarity-eviction').checked,
+  };
+  const [op, args] = promptFree ? adapter.request(options.intensity)
+    : ['run', { options, masks: masks.map((m) => ({ slice: m.slice, labels: m.labels.slice() })), supports }];
+  return { promptFree, classes, options, op, args };
+}
+
+/** A slice done: its labels shown (when it is the one on screen) and kept, and the progress line. */
+function progressed(p) {
+  state.results[p.slice] = p.labels;
+  if (p.bank) teaching.push(p);
+  persistResults({ partial: true, steps: p.step, total: p.total });
+  state.progress = { step: p.step, total: p.total, slice: p.slice, elapsedMs: p.elapsedMs };
+  $('run-progress').value = p.step / p.total;
+  const left = (p.elapsedMs / p.step) * (p.total - p.step);
+  status('run-status', `Slice ${p.step} / ${p.total} (slice ${p.slice + 1}${p.reverse ? ', reverse pass' : ''}) · ${seconds(p.elapsedMs)} elapsed · about ${seconds(left)} left`);
+  if (p.slice === state.z) viewer.draw();
+}
+
+function finished(summary) {
+  if (summary.cancelled) {
+    status('run-status', `Cancelled after ${summary.steps} of ${summary.total} slices.`);
+    persistResults({ partial: true, steps: summary.steps, total: summary.total }, { now: true }); // not awaited: the UI frees now
+  } else {
+    state.lastRun = summary;
+    persistResults(summary, { now: true });
+    const perSlice = (summary.report.seconds * 1000) / summary.steps;
+    status('run-status', `Done: ${summary.steps} slices in ${seconds(summary.report.seconds * 1000)} (${seconds(perSlice)} a slice).`, 'ok');
+  }
+}
+
+export async function run() {
+  const { error, promptFree, classes, options, op, args } = request();
+  if (error) return status('run-status', error, 'error');
+  state.running = true;
+  state.lastRun = null;
+  state.progress = null;
+  state.results = [];
+  viewer.draw();
+  onChange();
+  const names = classes.map((v) => state.classes.find((c) => c.value === v)?.name ?? v).join(', ');
+  status('run-status', `Starting (${names})…`);
+  $('run-progress').hidden = false;
+  $('run-progress').value = 0;
+  if (!promptFree) teaching.start({ slices: state.volume.slices, classes, mode: options.mode, options });
+  try {
+    finished(await call(op, args, { onProgress: progressed }));
+  } catch (e) {
+    status('run-status', `The run failed: ${e.message}`, 'error');
+  } finally {
+    state.running = false;
+    $('run-progress').hidden = true;
+    teaching.finish();
+    renderResults();
+    viewer.draw();
+    onChange();
+  }
+}
+
+/** The last run's table (voxels, volume, Dice when the volume has ground truth) and Dice chart. */
+export function renderResults() {
+  const table = $('results-table');
+  const report = state.lastRun?.report;
+  showDice($('dice-chart'), report, state.classes, state.volume?.slices);
+  table.hidden = !report;
+  if (!report) return;
+  const name = (v) => state.classes.find((c) => c.value === v)?.name ?? `class ${v}`;
+  const truth = report.per_class.some((c) => c.dice !== null);
+  table.innerHTML = `<tr><th>Class</th><th>Voxels</th><th>Volume</th>${truth ? '<th>Dice</th>' : ''}</tr>` +
+    report.per_class.map((c) => `<tr><td class="left">${name(c.class)}</td><td>${c.voxels}</td><td>${c.volume_ml.toFixed(2)} mL</td>${
+      truth ? `<td>${c.dice === null ? '—' : c.dice.toFixed(3)}</td>` : ''}</tr>`).join('');
+}
