@@ -102,62 +102,79 @@ impl Job<'_> {
         seconds: impl Fn() -> f64,
     ) -> Result<Outcome<Finished>, String> {
         let (slices, info) = intensity::to_rgb8_with_info(self.volume, &self.mapping)?;
-        let input = InputInfo::of(self.volume, info);
-        let (labels, logits, report, total) = match self.method {
-            Method::FewShot { model, prompts } => {
-                let prepared = prepare(slices, prompts)?;
-                let size = (self.volume.width, self.volume.height);
-                let tracked = match track(model, &prepared.session, prepared.mode, prepared.memory, size, prepared.keep_logits, on_step).await? {
-                    Outcome::Done(t) => t,
-                    Outcome::Cancelled { steps, total } => return Ok(Outcome::Cancelled { steps, total }),
-                };
-                let classes = prepared.session.classes.clone();
-                let report = RunReport::FewShot(SegmentReport {
-                    complete: true,
-                    input,
-                    weights: self.weights,
-                    mode: prepared.mode,
-                    memory: prepared.memory,
-                    per_class: class_reports(&tracked.labels, self.truth, &classes, self.volume),
-                    classes,
-                    supports: prepared.support_names,
-                    drawn_slices: prepared.drawn_slices,
-                    order: tracked.order,
-                    frames_encoded: tracked.frames_encoded,
-                    seconds: seconds(),
-                    outputs: Vec::new(),
-                });
-                (tracked.labels, tracked.logits, report, tracked.total)
-            }
-            Method::PromptFree(pf) => {
-                let labels = match segment_each(pf, &slices, on_step).await? {
-                    Outcome::Done(labels) => labels,
-                    Outcome::Cancelled { steps, total } => return Ok(Outcome::Cancelled { steps, total }),
-                };
-                let classes = pf.foreground();
-                let report = RunReport::PromptFree(PromptFreeReport {
-                    complete: true,
-                    input,
-                    weights: self.weights,
-                    adapter: pf.name.clone(),
-                    mode: PROMPT_FREE_MODE,
-                    order: (0..labels.len()).collect(),
-                    frames_encoded: labels.len(),
-                    seconds: seconds(),
-                    per_class: class_reports(&labels, self.truth, &classes, self.volume),
-                    classes,
-                    outputs: Vec::new(),
-                });
-                let (logits, total) = (vec![None; labels.len()], labels.len());
-                (labels, logits, report, total)
-            }
-        };
-        let steps = match &report {
-            RunReport::FewShot(r) => r.order.len(),
-            RunReport::PromptFree(r) => r.order.len(),
-        };
-        Ok(Outcome::Done(Finished { labels, logits, report, steps, total }))
+        let base = ReportBase { input: InputInfo::of(self.volume, info), weights: self.weights, volume: self.volume, truth: self.truth };
+        match self.method {
+            Method::FewShot { model, prompts } => few_shot(model, prepare(slices, prompts)?, base, on_step, seconds).await,
+            Method::PromptFree(pf) => prompt_free(pf, &slices, base, on_step, seconds).await,
+        }
     }
+}
+
+/// What every report says of the job's inputs.
+struct ReportBase<'a> {
+    input: InputInfo,
+    weights: String,
+    volume: &'a Volume,
+    truth: Option<&'a [Vec<u8>]>,
+}
+
+async fn few_shot(
+    model: &Sam2Base,
+    p: Prepared,
+    base: ReportBase<'_>,
+    on_step: &mut impl AsyncFnMut(StepEvent<'_>) -> Result<bool, String>,
+    seconds: impl Fn() -> f64,
+) -> Result<Outcome<Finished>, String> {
+    let size = (base.volume.width, base.volume.height);
+    let t = match track(model, &p.session, p.mode, p.memory, size, p.keep_logits, on_step).await? {
+        Outcome::Done(t) => t,
+        Outcome::Cancelled { steps, total } => return Ok(Outcome::Cancelled { steps, total }),
+    };
+    let (classes, steps) = (p.session.classes.clone(), t.order.len());
+    let report = RunReport::FewShot(SegmentReport {
+        complete: true,
+        input: base.input,
+        weights: base.weights,
+        mode: p.mode,
+        memory: p.memory,
+        per_class: class_reports(&t.labels, base.truth, &classes, base.volume),
+        classes,
+        supports: p.support_names,
+        drawn_slices: p.drawn_slices,
+        frames_encoded: t.frames_encoded,
+        seconds: seconds(),
+        outputs: Vec::new(),
+        order: t.order,
+    });
+    Ok(Outcome::Done(Finished { labels: t.labels, logits: t.logits, report, steps, total: t.total }))
+}
+
+async fn prompt_free(
+    pf: &PromptFree,
+    slices: &[RgbImage],
+    base: ReportBase<'_>,
+    on_step: &mut impl AsyncFnMut(StepEvent<'_>) -> Result<bool, String>,
+    seconds: impl Fn() -> f64,
+) -> Result<Outcome<Finished>, String> {
+    let labels = match segment_each(pf, slices, on_step).await? {
+        Outcome::Done(labels) => labels,
+        Outcome::Cancelled { steps, total } => return Ok(Outcome::Cancelled { steps, total }),
+    };
+    let (classes, n) = (pf.foreground(), labels.len());
+    let report = RunReport::PromptFree(PromptFreeReport {
+        complete: true,
+        input: base.input,
+        weights: base.weights,
+        adapter: pf.name.clone(),
+        mode: PROMPT_FREE_MODE,
+        order: (0..n).collect(),
+        frames_encoded: n,
+        seconds: seconds(),
+        per_class: class_reports(&labels, base.truth, &classes, base.volume),
+        classes,
+        outputs: Vec::new(),
+    });
+    Ok(Outcome::Done(Finished { labels, logits: vec![None; n], report, steps: n, total: n }))
 }
 
 /// A few-shot session built from the prompts, with what the report says of them.

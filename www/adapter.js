@@ -1,4 +1,4 @@
-// Prompt-free adapters in the page (issue 7, src/web/adapter.rs): an adapter file written by `memseg train`
+// Prompt-free adapters in the page (issue 7, src/web/prompt_free.rs): an adapter file written by `memseg train`
 // is folded into the loaded SAM2 model inside the worker, and the run mode "Prompt-free (adapter)" segments
 // every slice with no masks. The page only picks the file and shows what the worker answers. The file's bytes
 // are kept here (an adapter is small: ~40 KB to ~0.6 MB), so that loading another model re-applies it, or says

@@ -1,5 +1,5 @@
 // The teaching view: SAM2's memory bank at each step of a run, per class, as the core held it and attended to
-// it (the `bank` snapshot of every progress message, `StepBank` in src/teaching.rs). Nothing is decided here:
+// it (the `bank` snapshot of every progress message, `StepBank` in src/session/bank_snapshot.rs). Nothing is decided here:
 // the roles, temporal slots, pointers and scores are the core's; this file lays them out and explains them.
 
 const fmt = (x) => x.toFixed(2);

@@ -114,7 +114,7 @@ const ops = {
   // options: {classes, mode, intensity, maxConditioning, selectSupports, similarityEviction};
   // masks: [{slice, labels: Uint8Array}]; supports: support records from other volumes (inputs.js).
   // Posts {type: 'progress', step, total, slice, reverse, elapsedMs, labels, bank} after every slice (bank: the
-  // memory bank snapshot of the teaching view, src/teaching.rs); the 'cancel' op stops it between slices.
+  // memory bank snapshot of the teaching view, src/session/bank_snapshot.rs); the 'cancel' op stops it between slices.
   async run({ options, masks, supports }, id) {
     if (running) throw new Error('a segmentation is already running');
     running = { id, cancel: false };
@@ -154,7 +154,7 @@ const ops = {
   async supportSlice({ z, mask, maskName }) {
     return inputs.support_slice(z, mask ? new Uint8Array(mask) : undefined, maskName ?? undefined);
   },
-  // Prompt-free adapters (src/web/adapter.rs, www/adapter.js): an adapter file folded into the loaded model,
+  // Prompt-free adapters (src/web/prompt_free.rs, www/adapter.js): an adapter file folded into the loaded model,
   // then a run with no masks; progress and 'cancel' as for 'run'.
   async loadAdapter({ bytes, name }) {
     await ready;
