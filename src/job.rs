@@ -195,15 +195,12 @@ fn prepare(slices: Vec<RgbImage>, p: Prompts) -> Result<Prepared, String> {
         let maps = p.drawn.iter().map(|d| &d.labels).chain(p.supports.iter().map(|s| &s.labels));
         distinct_labels(maps.flat_map(|m| m.as_raw()))
     });
-    let drawn_images: Vec<Option<RgbImage>> =
-        p.drawn.iter().map(|d| p.drawn_as_supports.then(|| slices.get(d.slice).cloned()).flatten()).collect();
     let mut session = Session::new(slices, classes)?;
     let (mut support_names, mut drawn_slices) = (Vec::new(), Vec::new());
-    for (drawn, image) in p.drawn.into_iter().zip(drawn_images) {
+    for drawn in p.drawn {
         if p.drawn_as_supports {
-            let image = image.ok_or_else(|| format!("{}: slice {} is out of range", drawn.name, drawn.slice))?;
-            support_names.push(drawn.name.clone());
-            session.add_support(Support { name: drawn.name, image, labels: drawn.labels })?;
+            session.add_slice_as_support(drawn.slice, &drawn.name, drawn.labels)?;
+            support_names.push(drawn.name);
         } else {
             session.add_query_mask(drawn.slice, &drawn.name, drawn.labels)?;
             drawn_slices.push(drawn.slice);

@@ -178,20 +178,30 @@ fn checkpoint() -> String {
 const DIMS: [usize; 3] = [48, 40, 9];
 const SPACING: [f32; 3] = [0.8, 0.8, 2.5];
 
+/// The slice of the synthetic case whose labels are drawn as the mask.
+const MID: usize = 4;
+
+/// A synthetic CT case in `dir`: `ct.nii` and `mid.png`, the labels of slice [`MID`] drawn as a mask (both
+/// classes, x fastest as in the NIfTI); returns their paths and the case's labels.
+fn case_with_mask(dir: &Path) -> (PathBuf, PathBuf, Vec<i16>) {
+    let (hu, labels) = synthetic_case(DIMS, 0.0);
+    let image = dir.join("ct.nii");
+    write_nifti_i16(&image, DIMS, SPACING, &hu);
+    let [nx, ny, _] = DIMS;
+    let drawn: Vec<u8> = labels[MID * nx * ny..(MID + 1) * nx * ny].iter().map(|&v| v as u8).collect();
+    let mask = dir.join("mid.png");
+    image::GrayImage::from_raw(nx as u32, ny as u32, drawn).unwrap().save(&mask).unwrap();
+    (image, mask, labels)
+}
+
 #[test]
 fn segment_a_synthetic_ct_volume_end_to_end() {
     let dir = scratch("synthetic");
-    let (hu, labels) = synthetic_case(DIMS, 0.0);
-    let image = dir.join("ct.nii");
+    let (image, mask, labels) = case_with_mask(&dir);
     let truth = dir.join("truth.nii");
-    write_nifti_i16(&image, DIMS, SPACING, &hu);
     write_nifti_i16(&truth, DIMS, SPACING, &labels);
-    // The middle slice's labels drawn as a mask (both classes), x fastest as in the NIfTI.
     let [nx, ny, _] = DIMS;
-    let mid = 4;
-    let drawn: Vec<u8> = labels[mid * nx * ny..(mid + 1) * nx * ny].iter().map(|&v| v as u8).collect();
-    let mask = dir.join("mid.png");
-    image::GrayImage::from_raw(nx as u32, ny as u32, drawn).unwrap().save(&mask).unwrap();
+    let mid = MID;
 
     let out = dir.join("out");
     let mut args: Vec<String> = ["segment", "--weights", &checkpoint(), "--frames", s(&image), "--mask", &format!("{mid}={}", s(&mask))]
@@ -235,6 +245,30 @@ fn segment_a_synthetic_ct_volume_end_to_end() {
         let dice = per_class["dice"].as_f64().unwrap();
         assert!((0.0..=1.0).contains(&dice));
     }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn image_size_is_a_flag() {
+    let dir = scratch("size");
+    let (image, mask, _) = case_with_mask(&dir);
+    let run = |size: &str, out: &Path| {
+        let mut args: Vec<String> = ["segment", "--weights", &checkpoint(), "--frames", s(&image), "--mask", &format!("{MID}={}", s(&mask))]
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        args.extend(["--out", s(out), "--save-logits", "--modality", "ct", "--image-size", size].map(String::from));
+        args.extend(reduced_overrides()); // the reduced model at 128; --image-size applies after them
+        memseg(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let out = dir.join("out");
+    let ok = run("256", &out);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let (shape, _) = read_npy(&out.join("slice_0000.logits.npy"));
+    assert_eq!(shape, vec![2, 64, 64], "--image-size 256: logits at S/4 = 64");
+    let bad = run("100", &dir.join("bad"));
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(!bad.status.success() && stderr.contains("image_size 100 must be a positive multiple of 32"), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -9,6 +9,7 @@ import { checkVolumeFiles, describeEstimate, limitsUnavailable, memoryNote, setL
 import * as painting from './painting.js';
 import * as persistence from './persistence.js';
 import { crashRecovery } from './recovery.js';
+import * as resolution from './resolution.js';
 import { connect } from './rpc.js';
 import * as runner from './run.js';
 import { PALETTE, state } from './state.js';
@@ -49,6 +50,7 @@ function renderDevice(d) {
 async function startCompute() {
   state.device = await call('init', { preference: preference() });
   renderDevice(state.device);
+  resolution.showHint(); // its times are per backend
   setLimits(await call('limits'));
 }
 
@@ -79,7 +81,8 @@ async function selftest() {
 
 // Weights by file, download, this server's models/ or kept in this browser: weights.js.
 const loadModel = (file) => weights.loadFile(file);
-const modelOverrides = () => $('model-overrides').value.split('\n').map((s) => s.trim()).filter(Boolean);
+// The typed overrides, then the resolution choice (resolution.js), as the CLI applies --image-size last.
+const modelOverrides = () => [...$('model-overrides').value.split('\n').map((s) => s.trim()).filter(Boolean), ...resolution.overrides()];
 
 // --- Volume and viewer ----------------------------------------------------------------------------------
 
@@ -245,12 +248,14 @@ function wire() {
     },
   });
   painting.setup({ viewer, onChange: updateControls });
+  resolution.setup();
   runner.setup({ call, viewer, onChange: updateControls, onPick: showSlice });
   adapter.setup({ call, status, onChange: painting.adapterClasses });
   weights.setup({
     call, status, overrides: modelOverrides,
     onModel(report) {
       state.model = report;
+      resolution.showHint();
       updateControls();
       adapter.modelChanged();
     },

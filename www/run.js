@@ -7,6 +7,7 @@ import { showDice } from './chart.js';
 import * as inputs from './inputs.js';
 import { adapterClasses, paintedMasks } from './painting.js';
 import { persistResults } from './persistence.js';
+import * as resolution from './resolution.js';
 import { state } from './state.js';
 import { $, download, status } from './ui.js';
 import { zip } from './zip.js';
@@ -104,6 +105,7 @@ function finished(summary) {
     state.lastRun = summary;
     persistResults(summary, { now: true });
     const perSlice = (summary.report.seconds * 1000) / summary.steps;
+    resolution.remember(perSlice / 1000);
     status('run-status', `Done: ${summary.steps} slices in ${seconds(summary.report.seconds * 1000)} (${seconds(perSlice)} a slice).`, 'ok');
   }
 }

@@ -150,9 +150,22 @@ impl Session {
         Ok(())
     }
 
+    /// Query slice `slice`, or an error naming `name` (the mask meant for it).
+    fn query_slice(&self, slice: usize, name: &str) -> Result<&RgbImage, String> {
+        self.query.get(slice).ok_or_else(|| format!("{name}: slice {slice} is out of range ({} slices)", self.query.len()))
+    }
+
+    /// A label map drawn on query slice `slice`, used as a support (inserted into the sequence, or alone in
+    /// [`Mode::SupportsOnly`]) rather than as a conditioning frame on its own slice: the page's modes that take
+    /// the painted slices as supports.
+    pub fn add_slice_as_support(&mut self, slice: usize, name: &str, labels: GrayImage) -> Result<(), String> {
+        let image = self.query_slice(slice, name)?.clone();
+        self.add_support(Support { name: name.to_string(), image, labels })
+    }
+
     /// A label map drawn on query slice `slice`: that slice becomes a conditioning frame ([`Mode::Propagate`]).
     pub fn add_query_mask(&mut self, slice: usize, name: &str, labels: GrayImage) -> Result<(), String> {
-        let image = self.query.get(slice).ok_or_else(|| format!("{name}: slice {slice} is out of range ({} slices)", self.query.len()))?;
+        let image = self.query_slice(slice, name)?;
         check_labels(name, image, &labels, &self.classes)?;
         self.query_masks.retain(|(s, _)| *s != slice);
         self.query_masks.push((slice, labels));
