@@ -139,3 +139,15 @@ pub async fn init_browser(pref: Preference, webgpu_unavailable: Option<String>) 
         _ => Ok(Compute::flex(Some(error))),
     }
 }
+
+/// How many threads Flex's kernels share: rayon's pool natively, one in the browser (wasm without atomics).
+pub fn cpu_threads() -> usize {
+    #[cfg(not(target_family = "wasm"))]
+    {
+        rayon::current_num_threads()
+    }
+    #[cfg(target_family = "wasm")]
+    {
+        1
+    }
+}

@@ -19,10 +19,18 @@ use super::sam2_utils::{Act, Mlp};
 /// 7 x 4096 memory keys) would need 470 MB per head; longer query sets are processed in slices of rows.
 const MAX_SCORES: usize = 1 << 24;
 
-/// `F.scaled_dot_product_attention` (scale `1/sqrt(head_dim)`, no mask) on `[B, heads, N, head_dim]`, in
-/// slices of queries when the score matrix would exceed [`MAX_SCORES`]. Each query row's softmax only
-/// involves that row, so slicing changes nothing.
+/// `F.scaled_dot_product_attention` (scale `1/sqrt(head_dim)`, no mask) on `[B, heads, N, head_dim]`.
 pub fn scaled_dot_product_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
+    if q.device() == Device::flex() {
+        flex_attention(q, k, v)
+    } else {
+        attention_in_row_slices(q, k, v)
+    }
+}
+
+/// On GPUs, in slices of queries when the score matrix would exceed [`MAX_SCORES`]. Each query row's
+/// softmax only involves that row, so slicing changes nothing.
+fn attention_in_row_slices(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
     let [b, h, nq, _] = q.dims();
     let nk = k.dims()[2];
     let rows = (MAX_SCORES / (b * h * nk).max(1)).max(1);
@@ -40,6 +48,23 @@ pub fn scaled_dot_product_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) ->
         })
         .collect();
     Tensor::cat(slices, 2)
+}
+
+/// On Flex, whose long-sequence kernel is tiled (no score matrix to bound) and gives each `(batch, head)`
+/// pair to one thread. SAM2's memory attention has one head, so it would run on one core: its queries are
+/// split into groups that become extra "heads" sharing the one key/value head (Flex's grouped-query path),
+/// one or more per thread. Each query row is computed exactly as before.
+fn flex_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
+    let [b, h, nq, d] = q.dims();
+    let threads = crate::backend::cpu_threads();
+    let groups = (2 * threads).div_ceil(b * h);
+    if b * h >= threads || groups < 2 || !nq.is_multiple_of(groups) {
+        return attention(q, k, v, None, None, AttentionModuleOptions::default());
+    }
+    let q = q.reshape([b, h * groups, nq / groups, d]);
+    let out = attention(q, k, v, None, None, AttentionModuleOptions::default());
+    let dv = out.dims()[3];
+    out.reshape([b, h, nq, dv])
 }
 
 /// `Attention`: multi-head attention whose projections may shrink the width (`downsample_rate`) and whose
