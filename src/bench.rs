@@ -83,6 +83,16 @@ pub struct PropagateTiming {
     pub frames_encoded: usize,
     /// Peak resident memory of the process (MiB), natively from /proc; for the GPU, sample the driver outside.
     pub peak_rss_mib: Option<f64>,
+    /// The same propagation run again through the feature cache the first run filled (`--rerun`): what a
+    /// user waits for after correcting a mask.
+    pub rerun: Option<Rerun>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Rerun {
+    pub per_slice: Timing,
+    pub total_s: f64,
+    pub frames_encoded: usize,
 }
 
 /// Slice `z` of `n` of the synthetic volume used for propagation timings: a grey gradient and a disc whose
@@ -104,34 +114,46 @@ pub fn synthetic_mask(n: usize, size: usize) -> image::GrayImage {
 }
 
 /// Times a propagation over `slices` synthetic slices from a mask drawn on the middle one (S1SFQ order:
-/// forward then reverse), reading each slice's logits back as the CLI does. Weights are random.
-pub fn propagate(config: &Sam2Config, device: &Device, who: &str, slices: usize) -> Result<PropagateTiming, String> {
-    use crate::session::{MemoryOptions, Mode, Placement, Session, read_f32};
+/// forward then reverse), reading each slice's logits back as the CLI does; with `rerun`, times it again
+/// through the feature cache. Weights are random.
+pub fn propagate(config: &Sam2Config, device: &Device, who: &str, slices: usize, rerun: bool) -> Result<PropagateTiming, String> {
+    use crate::session::Session;
+    use crate::session::feature_cache::{DEFAULT_BUDGET_BYTES, FeatureCache};
     let model = Sam2Base::new(config, device);
     let s = config.image_size;
     let query = (0..slices).map(|z| synthetic_slice(z, slices, s)).collect();
     let mut session = Session::new(query, vec![1])?;
     session.add_query_mask(slices / 2, "synthetic", synthetic_mask(slices, s))?;
+    if rerun {
+        session.use_feature_cache(FeatureCache::shared(DEFAULT_BUDGET_BYTES));
+    }
+    let (per_slice, total_s, frames_encoded) = time_propagation(&model, &session, who, slices / 2)?;
+    let rerun = match rerun {
+        true => {
+            let (per_slice, total_s, frames_encoded) = time_propagation(&model, &session, who, slices / 2)?;
+            Some(Rerun { per_slice, total_s, frames_encoded })
+        }
+        false => None,
+    };
+    Ok(PropagateTiming { who: who.into(), slices, per_slice, total_s, frames_encoded, peak_rss_mib: peak_rss_mib(), rerun })
+}
+
+/// One run of `session`: the time of each slice but `drawn`, the total seconds and the encoder runs.
+fn time_propagation(model: &Sam2Base, session: &crate::session::Session, who: &str, drawn: usize) -> Result<(Timing, f64, usize), String> {
+    use crate::session::{MemoryOptions, Mode, Placement, read_f32};
     let started = Instant::now();
-    let mut run = pollster::block_on(session.start(&model, Mode::Propagate(Placement::Middle), MemoryOptions::default()))?;
+    let mut run = pollster::block_on(session.start(model, Mode::Propagate(Placement::Middle), MemoryOptions::default()))?;
     let mut times = Vec::new();
     let mut last = Instant::now();
     while let Some(out) = pollster::block_on(run.step()) {
         let out = out?;
         pollster::block_on(read_f32(out.logits[0].clone()))?;
-        if out.slice != slices / 2 {
+        if out.slice != drawn {
             times.push(last.elapsed().as_secs_f64() * 1000.0);
         }
         last = Instant::now();
     }
-    Ok(PropagateTiming {
-        who: who.into(),
-        slices,
-        per_slice: Timing::new(who, times),
-        total_s: started.elapsed().as_secs_f64(),
-        frames_encoded: run.frames_encoded(),
-        peak_rss_mib: peak_rss_mib(),
-    })
+    Ok((Timing::new(who, times), started.elapsed().as_secs_f64(), run.frames_encoded()))
 }
 
 /// VmHWM of this process (Linux), in MiB.

@@ -16,6 +16,7 @@ use crate::prompt_free::PromptFree;
 use crate::report::{InputInfo, PROMPT_FREE_MODE, PromptFreeReport, RunReport, SegmentReport, class_reports};
 use crate::sam2::Sam2Base;
 use crate::session::bank_snapshot::StepBank;
+use crate::session::feature_cache::SharedFeatureCache;
 use crate::session::{MemoryOptions, Mode, Session, Support, label_map, read_f32};
 
 /// A volume to segment and how.
@@ -51,6 +52,8 @@ pub struct Prompts {
     pub memory: MemoryOptions,
     /// Keep each slice's low-resolution logits (`memseg segment --save-logits`).
     pub keep_logits: bool,
+    /// Encoder features kept between runs of the same model (the page's re-runs); `None` encodes every slice.
+    pub feature_cache: Option<SharedFeatureCache>,
 }
 
 /// A label map drawn on one slice of the volume; `name` is how messages and the report call it.
@@ -196,6 +199,9 @@ fn prepare(slices: Vec<RgbImage>, p: Prompts) -> Result<Prepared, String> {
         distinct_labels(maps.flat_map(|m| m.as_raw()))
     });
     let mut session = Session::new(slices, classes)?;
+    if let Some(cache) = p.feature_cache {
+        session.use_feature_cache(cache);
+    }
     let (mut support_names, mut drawn_slices) = (Vec::new(), Vec::new());
     for drawn in p.drawn {
         if p.drawn_as_supports {

@@ -121,6 +121,8 @@ pub fn run(req: &SegmentRequest, device: &burn::tensor::Device) -> Result<Segmen
         mode: req.mode,
         memory: req.memory,
         keep_logits: req.save_logits,
+        // One run per invocation: nothing to reuse.
+        feature_cache: None,
     };
     let job = Job {
         volume: &p.volume,

@@ -1,6 +1,7 @@
 //! The volume job (`src/job.rs`), the driver the CLI, `memseg eval` and the page share, on the reduced SAM2.1
 //! fixture model and frames: it gives exactly the session's label maps with one event per step, reports what it
-//! was given, stops when its callback says so, and refuses a job with no prompt.
+//! was given, stops when its callback says so, refuses a job with no prompt, and re-runs through the feature
+//! cache without encoding a slice twice.
 
 mod common;
 
@@ -11,6 +12,7 @@ use memseg::imaging::intensity::{self, Intensity};
 use memseg::imaging::{SourceKind, Volume};
 use memseg::job::{DrawnMask, Finished, Job, Method, Outcome, Prompts, StepEvent};
 use memseg::report::RunReport;
+use memseg::session::feature_cache::{self, FeatureCache};
 use memseg::session::{MemoryOptions, Mode, Placement, Session, label_map, read_f32};
 
 fn fixture() -> VideoFixture {
@@ -40,6 +42,7 @@ fn prompts(fx: &VideoFixture, drawn_as_supports: bool) -> Prompts {
         mode: Mode::Propagate(Placement::Middle),
         memory: MemoryOptions::default(),
         keep_logits: false,
+        feature_cache: None,
     }
 }
 
@@ -139,4 +142,69 @@ fn a_job_stops_when_its_callback_says_so_and_drawn_masks_can_be_supports() {
     let mut never = async |_: StepEvent<'_>| -> Result<bool, String> { panic!("no step without a prompt") };
     let Err(e) = pollster::block_on(job.run(&mut never, || 0.0)) else { panic!("a job with no prompt is refused") };
     assert!(e.contains("no mask and no support"), "{e}");
+}
+
+#[test]
+fn a_rerun_through_the_feature_cache_encodes_nothing_seen_and_gives_the_same_labels() {
+    let (fx, model, frames, volume) = setup();
+    let job = |prompts| Job {
+        volume: &volume,
+        mapping: Intensity::Identity,
+        truth: None,
+        weights: "reduced".into(),
+        method: Method::FewShot { model: &model, prompts },
+    };
+    let finish = |job| match run(job, |_| true).0 {
+        Outcome::Done(f) => f,
+        Outcome::Cancelled { .. } => panic!("ran to the end"),
+    };
+    let encoded = |f: &Finished| match &f.report {
+        RunReport::FewShot(r) => r.frames_encoded,
+        RunReport::PromptFree(_) => panic!("a few-shot report"),
+    };
+    // A corrected mask: the drawn one with its first row of pixels removed.
+    let mut corrected = prompts(&fx, false);
+    let labels = &mut corrected.drawn[0].labels;
+    let first_row = (0..labels.height()).find(|&y| (0..labels.width()).any(|x| labels.get_pixel(x, y)[0] > 0));
+    let y = first_row.expect("the fixture's mask is not empty");
+    (0..labels.width()).for_each(|x| labels.put_pixel(x, y, image::Luma([0])));
+
+    for modes in [(Mode::Propagate(Placement::Middle), false), (Mode::SupportsOnly, true)] {
+        let cache = FeatureCache::shared(feature_cache::DEFAULT_BUDGET_BYTES);
+        let cached = |mut p: Prompts| {
+            p.feature_cache = Some(cache.clone());
+            p
+        };
+        let with_mode = |mut p: Prompts| {
+            (p.mode, p.drawn_as_supports) = modes;
+            p
+        };
+        let plain = finish(job(with_mode(prompts(&fx, false))));
+        let first = finish(job(cached(with_mode(prompts(&fx, false)))));
+        let again = finish(job(cached(with_mode(prompts(&fx, false)))));
+        assert_eq!((first.labels.clone(), again.labels.clone()), (plain.labels.clone(), plain.labels.clone()), "{modes:?}");
+        assert_eq!(encoded(&first), encoded(&plain).min(frames.len()), "{modes:?}: the first run encodes every slice once");
+        assert_eq!(encoded(&again), 0, "{modes:?}: the re-run finds every slice in the cache");
+
+        let fixed_plain = finish(job(with_mode(corrected_prompts(&corrected))));
+        let fixed = finish(job(cached(with_mode(corrected_prompts(&corrected)))));
+        assert_eq!(fixed.labels, fixed_plain.labels, "{modes:?}: a corrected mask gives what it gives without the cache");
+        assert_eq!(encoded(&fixed), 0);
+        let stats = cache.borrow().stats();
+        assert_eq!(stats.entries, frames.len(), "{modes:?}: one entry per distinct slice");
+        assert!(stats.bytes <= stats.budget_bytes && stats.hits > 0);
+    }
+}
+
+fn corrected_prompts(p: &Prompts) -> Prompts {
+    Prompts {
+        drawn: p.drawn.iter().map(|d| DrawnMask { slice: d.slice, name: d.name.clone(), labels: d.labels.clone() }).collect(),
+        drawn_as_supports: p.drawn_as_supports,
+        supports: Vec::new(),
+        classes: None,
+        mode: p.mode,
+        memory: MemoryOptions::default(),
+        keep_logits: false,
+        feature_cache: None,
+    }
 }

@@ -23,6 +23,12 @@ use super::sam2_base::{ImageFeatures, PointInputs, Sam2Base, SamOutput, TrackOut
 pub trait FrameSource {
     fn num_frames(&self) -> usize;
     fn frame(&self, index: usize) -> Result<Tensor<4>, String>;
+
+    /// The frame's image features and whether the encoder ran for them: a source may keep features from
+    /// earlier runs (the session's feature cache).
+    fn features(&self, model: &Sam2Base, index: usize) -> Result<(ImageFeatures, bool), String> {
+        Ok((model.forward_image(self.frame(index)?), true))
+    }
 }
 
 /// What happened on one frame for one object, as the tests and the UI see it.
@@ -136,8 +142,8 @@ impl<'a> VideoPredictor<'a> {
                 return Ok(features.clone());
             }
         }
-        let features = self.model.forward_image(self.frames.frame(frame)?);
-        self.frames_encoded += 1;
+        let (features, encoded) = self.frames.features(self.model, frame)?;
+        self.frames_encoded += usize::from(encoded);
         self.cached = Some((frame, features.clone()));
         Ok(features)
     }

@@ -32,11 +32,13 @@ use crate::sam2::Sam2Base;
 use crate::sam2::{interpolate, transforms};
 
 pub mod bank_snapshot;
+pub mod feature_cache;
 mod propagate;
 mod sgp;
 mod supports_only;
 
 use bank_snapshot::StepBank;
+use feature_cache::SharedFeatureCache;
 use propagate::PropagateRun;
 use supports_only::SupportsOnlyRun;
 
@@ -121,6 +123,8 @@ pub struct Session {
     pub(super) query: Rc<Vec<RgbImage>>,
     /// Masks drawn on query slices: (slice, label map).
     pub(super) query_masks: Vec<(usize, GrayImage)>,
+    /// Encoder features kept from earlier runs of the same model ([`feature_cache`]).
+    pub(super) features: Option<SharedFeatureCache>,
 }
 
 impl Session {
@@ -135,11 +139,16 @@ impl Session {
         if classes.is_empty() || classes.contains(&0) {
             return Err("give one or more classes (label values 1..=255)".into());
         }
-        Ok(Self { classes, supports: Vec::new(), query: Rc::new(query), query_masks: Vec::new() })
+        Ok(Self { classes, supports: Vec::new(), query: Rc::new(query), query_masks: Vec::new(), features: None })
     }
 
     pub fn num_slices(&self) -> usize {
         self.query.len()
+    }
+
+    /// Takes encoder features from `cache` and keeps new ones there (the page's re-runs).
+    pub fn use_feature_cache(&mut self, cache: SharedFeatureCache) {
+        self.features = Some(cache);
     }
 
     /// A support from anywhere (this volume, another volume or patient). Its label map must match its
@@ -180,6 +189,9 @@ impl Session {
             if !in_supports && !in_query {
                 return Err(format!("class {class} (object {object}) has no pixel in any support or drawn mask"));
             }
+        }
+        if let Some(cache) = &self.features {
+            cache.borrow_mut().begin_run();
         }
         match mode {
             Mode::SupportsOnly => {

@@ -7,11 +7,12 @@ use std::rc::Rc;
 use burn::tensor::{Device, Tensor};
 use image::{GrayImage, RgbImage};
 
+use super::feature_cache::{SharedFeatureCache, encode};
 use super::bank_snapshot::{Admission, ObjectBank, Place, StepBank, SupportScore};
 use super::sgp::{Kept, admit, chosen_supports, normalize, scored_supports, similarity_vector};
-use super::{MemoryOptions, Placement, Session, SliceOutput, Support, class_mask, has_class, preprocess, read_f32};
+use super::{MemoryOptions, Placement, Session, SliceOutput, Support, class_mask, has_class, read_f32};
 use crate::sam2::memory_bank::RecentMemories;
-use crate::sam2::sam2_base::Sam2Base;
+use crate::sam2::sam2_base::{ImageFeatures, Sam2Base};
 use crate::sam2::transforms;
 use crate::sam2::video_predictor::{FrameOutput, FrameSource, VideoPredictor};
 
@@ -28,6 +29,17 @@ struct SequenceFrames {
     sequence: Vec<SeqFrame>,
     size: usize,
     device: Device,
+    cache: Option<SharedFeatureCache>,
+}
+
+impl SequenceFrames {
+    fn image(&self, index: usize) -> Result<&RgbImage, String> {
+        match self.sequence.get(index) {
+            Some(SeqFrame::Query(i)) => Ok(&self.query[*i]),
+            Some(SeqFrame::Support(i)) => Ok(&self.supports[*i].image),
+            None => Err(format!("frame {index} is out of range")),
+        }
+    }
 }
 
 impl FrameSource for SequenceFrames {
@@ -36,12 +48,11 @@ impl FrameSource for SequenceFrames {
     }
 
     fn frame(&self, index: usize) -> Result<Tensor<4>, String> {
-        let image = match self.sequence.get(index) {
-            Some(SeqFrame::Query(i)) => &self.query[*i],
-            Some(SeqFrame::Support(i)) => &self.supports[*i].image,
-            None => return Err(format!("frame {index} is out of range")),
-        };
-        Ok(transforms::preprocess_rgb8(image, self.size, &self.device))
+        Ok(transforms::preprocess_rgb8(self.image(index)?, self.size, &self.device))
+    }
+
+    fn features(&self, model: &Sam2Base, index: usize) -> Result<(ImageFeatures, bool), String> {
+        Ok(encode(model, self.cache.as_ref(), self.image(index)?))
     }
 }
 
@@ -104,6 +115,7 @@ impl<'m> PropagateRun<'m> {
             sequence: sequence.clone(),
             size: model.image_size(),
             device: model.device(),
+            cache: session.features.clone(),
         };
         let mut predictor = VideoPredictor::new(model, Box::new(frames));
         let recent = if memory.similarity_eviction { RecentMemories::Kept } else { RecentMemories::Neighbours };
@@ -138,15 +150,20 @@ impl<'m> PropagateRun<'m> {
             return Ok(ChosenSupports { supports: session.supports.clone(), ids: all, scores: Vec::new(), encoded: 0 });
         };
         let anchor = &session.query[at.min(session.query.len() - 1)];
-        let q = similarity_vector(&model.forward_image(preprocess(model, anchor))).await?;
+        let cache = session.features.as_ref();
+        let (anchor, ran) = encode(model, cache, anchor);
+        let q = similarity_vector(&anchor).await?;
+        let mut encoded_count = usize::from(ran);
         let mut vectors = Vec::new();
         for support in &session.supports {
-            vectors.push(similarity_vector(&model.forward_image(preprocess(model, &support.image))).await?);
+            let (features, ran) = encode(model, cache, &support.image);
+            vectors.push(similarity_vector(&features).await?);
+            encoded_count += usize::from(ran);
         }
         let scores = scored_supports(&all, &vectors, &q, k);
         let ids = chosen_supports(&scores);
         let supports = ids.iter().map(|&i| session.supports[i].clone()).collect();
-        Ok(ChosenSupports { supports, ids, scores, encoded: session.supports.len() + 1 })
+        Ok(ChosenSupports { supports, ids, scores, encoded: encoded_count })
     }
 
     pub(super) async fn step(&mut self) -> Option<Result<SliceOutput, String>> {

@@ -8,7 +8,8 @@ use image::RgbImage;
 
 use super::bank_snapshot::{ObjectBank, Place, StepBank};
 use super::sgp::{chosen_supports, scored_supports, similarity_vector};
-use super::{MemoryOptions, Session, SliceOutput, Support, class_mask, has_class, preprocess};
+use super::feature_cache::{SharedFeatureCache, encode};
+use super::{MemoryOptions, Session, SliceOutput, Support, class_mask, has_class};
 use crate::sam2::memory_bank::{MemoryBank, MemoryEntry};
 use crate::sam2::sam2_base::{ImageFeatures, Sam2Base};
 use crate::sam2::video_predictor::mask_to_model_size;
@@ -28,6 +29,7 @@ pub(super) struct SupportsOnlyRun<'m> {
     /// Supports not yet encoded (done on the first step, so that `start` stays synchronous).
     pending_supports: Vec<Support>,
     classes: Vec<u8>,
+    features: Option<SharedFeatureCache>,
 }
 
 impl<'m> SupportsOnlyRun<'m> {
@@ -45,6 +47,7 @@ impl<'m> SupportsOnlyRun<'m> {
             frames_encoded: 0,
             pending_supports: session.supports.clone(),
             classes: session.classes.clone(),
+            features: session.features.clone(),
         })
     }
 
@@ -53,8 +56,8 @@ impl<'m> SupportsOnlyRun<'m> {
         let device = self.model.device();
         let mut vectors = Vec::new();
         for support in std::mem::take(&mut self.pending_supports) {
-            let features = self.model.forward_image(preprocess(self.model, &support.image));
-            self.frames_encoded += 1;
+            let (features, encoded) = encode(self.model, self.features.as_ref(), &support.image);
+            self.frames_encoded += usize::from(encoded);
             if self.memory.select_supports.is_some() {
                 vectors.push(similarity_vector(&features).await?);
             }
@@ -89,8 +92,8 @@ impl<'m> SupportsOnlyRun<'m> {
     }
 
     async fn segment(&mut self, slice: usize, image: RgbImage) -> Result<SliceOutput, String> {
-        let features = self.model.forward_image(preprocess(self.model, &image));
-        self.frames_encoded += 1;
+        let (features, encoded) = encode(self.model, self.features.as_ref(), &image);
+        self.frames_encoded += usize::from(encoded);
         let query_vector = match &self.vectors {
             Some(_) => Some(similarity_vector(&features).await?),
             None => None,

@@ -24,6 +24,7 @@ use crate::backend::{self, Preference};
 use crate::imaging;
 use crate::sam2::weights::{LoadReport, WeightsFormat, load_weights_bytes};
 use crate::selftest;
+use crate::session::feature_cache::{self, FeatureCache};
 use state::LoadedModel;
 
 /// Runs when the module is instantiated: panics go to the console and, as a message, to the page.
@@ -87,6 +88,7 @@ pub fn limits() -> Result<JsValue, JsError> {
         "maxSide": imaging::MAX_SIDE,
         "maxSlices": imaging::MAX_SLICES,
         "maxValues": imaging::MAX_VALUES,
+        "featureCacheBytes": feature_cache::DEFAULT_BUDGET_BYTES,
     }))
 }
 
@@ -110,7 +112,8 @@ pub fn load_sam2(bytes: Vec<u8>, name: String, overrides: Vec<String>) -> Result
     let (model, config, report) = weights.into_model(&overrides, &device).map_err(|e| JsError::new(&e))?;
     let image_size = config.image_size;
     state::with_mut(|s| {
-        s.model = Some(LoadedModel { model, config, name });
+        let features = FeatureCache::shared(feature_cache::DEFAULT_BUDGET_BYTES);
+        s.model = Some(LoadedModel { model, config, name, features });
         s.adapted = None;
     });
     to_js(&Loaded { report, format, image_size })

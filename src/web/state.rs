@@ -18,6 +18,7 @@ use crate::imaging::Volume;
 use crate::imaging::intensity::IntensityInfo;
 use crate::prompt_free::PromptFree;
 use crate::sam2::{Sam2Base, Sam2Config};
+use crate::session::feature_cache::SharedFeatureCache;
 
 #[derive(Default)]
 pub(crate) struct WebState {
@@ -43,6 +44,9 @@ pub(crate) struct LoadedModel {
     pub(crate) model: Sam2Base,
     pub(crate) config: Sam2Config,
     pub(crate) name: String,
+    /// This model's encoder features of slices already seen: a re-run (one slice corrected, a class added)
+    /// encodes only what is not there. Goes with the model.
+    pub(crate) features: SharedFeatureCache,
 }
 
 /// A prompt-free model and the weights file it was built on.

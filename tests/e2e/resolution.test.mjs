@@ -1,6 +1,6 @@
 // The model's resolution as a visible choice in the model panel: the select applies `++model.image_size=N`
 // after the typed overrides (as the CLI's --image-size does), and a finished run's time per slice is shown for
-// its size on this device, kept across reloads.
+// its size on this device, kept across reloads. A second run reuses the first one's encoder features.
 import assert from 'node:assert/strict';
 import { copyFileSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -33,6 +33,14 @@ test('the resolution select sets the loaded model size, and a run leaves its tim
     // Shown rounded to the millisecond under a second, to 0.1 s above.
     const [shownSeconds, rounding] = shown[2] === 'ms' ? [Number(shown[1]) / 1000, 0.0006] : [Number(shown[1]), 0.051];
     assert.ok(Math.abs(shownSeconds - perSlice) <= rounding, `${hint} vs ${perSlice} s`);
+
+    // Run again, as after correcting a mask: every slice's encoder features come from the core's cache, the
+    // labels are the same, and the faster run is not taken as this size's time per slice.
+    const rerun = await runToEnd(page);
+    assert.equal(rerun.report.frames_encoded, 0, 'no slice encoded twice');
+    assert.deepEqual(rerun.report.per_class, run.report.per_class);
+    assert.match(await page.textContent('#run-status'), /24 slices reused from the last run/);
+    assert.equal(await page.textContent('#model-size-hint'), hint);
 
     // 512 chosen: the next load applies it after the typed overrides; the time at 128 is still shown.
     await page.selectOption('#model-size', '512');
