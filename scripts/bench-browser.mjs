@@ -4,9 +4,13 @@
 //        [--runs 3] [--warmup 1] [--webgpu] [--pkg www/pkg] [--timeout-min 30]
 //     www/bench.html: the image encoder on memseg's core and onnxruntime-web, same weights and input
 //     (models/NAME.{pt,onnx,json} from bench/export_onnx.py).
-//   node scripts/bench-browser.mjs track [--model tiny21_full_512] [--volume FILE]... [--webgpu] [--pkg www/pkg]
+//   node scripts/bench-browser.mjs track [--model tiny21_full_512] [--volume FILE]... [--synthetic WxHxD]
+//        [--helpers N] [--webgpu] [--pkg www/pkg]
 //     the app itself (index.html, its worker): a propagation over the sample volume (or the given files, one
-//     volume), from a mask on the middle slice; time per tracked slice from the run's progress reports.
+//     volume, or a synthetic NIfTI of W x H x D float voxels), from a mask on the middle slice; time per tracked
+//     slice from the run's progress reports, and the WebAssembly memory of the worker and its encoder helpers
+//     after the run (their peak). --helpers: encoder helpers on the CPU fallback (default: the page's, one per
+//     core beyond the first, at most 3; www/encoder-pool.js).
 //
 // --webgpu: WebGPU through SwiftShader (slow: a CPU emulating a GPU; use the reduced model there). Without it
 // Chromium has no WebGPU and both the app and the bench run on the CPU. --pkg: the wasm-bindgen output served
@@ -15,6 +19,7 @@ import { readFileSync } from 'node:fs';
 import { basename, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { NO_WEBGPU_FLAGS, WEBGPU_FLAGS, launch, openApp, repo, serve } from '../tests/e2e/harness.mjs';
+import { niftiF32 } from '../tests/e2e/journey.mjs';
 
 const USAGE = 'usage: node scripts/bench-browser.mjs encoder|track [options] (see the comment at the top)';
 
@@ -29,6 +34,8 @@ function options() {
       webgpu: { type: 'boolean', default: false },
       pkg: { type: 'string', default: 'www/pkg' },
       volume: { type: 'string', multiple: true, default: [] },
+      synthetic: { type: 'string' },
+      helpers: { type: 'string' },
       'timeout-min': { type: 'string', default: '30' },
     },
   });
@@ -52,13 +59,30 @@ async function benchEncoder(page, url, o) {
   });
 }
 
+/** A W x H x D float volume: a smooth gradient and a disc whose radius changes along z. */
+function syntheticNifti(spec) {
+  const [nx, ny, nz] = spec.split('x').map(Number);
+  if (![nx, ny, nz].every((n) => Number.isInteger(n) && n > 0)) throw new Error(`--synthetic: '${spec}' is not WxHxD`);
+  const values = new Float32Array(nx * ny * nz);
+  for (let z = 0; z < nz; z++) {
+    const r = Math.min(nx, ny) * (0.15 + 0.1 * Math.sin((z / nz) * Math.PI));
+    for (let y = 0; y < ny; y++) for (let x = 0; x < nx; x++) {
+      const inside = (x - nx / 2) ** 2 + (y - ny / 2) ** 2 < r * r;
+      values[(z * ny + y) * nx + x] = inside ? 200 : 40 + (60 * (x + y)) / (nx + ny);
+    }
+  }
+  return niftiF32(values, [nx, ny, nz], [1, 1, 1]);
+}
+
 async function benchTrack(page, o) {
   const meta = JSON.parse(readFileSync(resolve(repo, 'models', `${o.model}.json`), 'utf8'));
   // The volume's files reach the page as fetched bytes (routed here), as a picked file would.
-  const files = o.volume.map((path) => basename(path));
+  const bodies = new Map(o.volume.map((path) => [basename(path), () => readFileSync(path)]));
+  if (o.synthetic) bodies.set(`synthetic-${o.synthetic}.nii`, () => syntheticNifti(o.synthetic));
+  const files = [...bodies.keys()];
   await page.route('**/__volume__/*', (route) => {
     const name = decodeURIComponent(new URL(route.request().url()).pathname.split('/').pop());
-    route.fulfill({ body: readFileSync(o.volume.find((p) => basename(p) === name)) });
+    route.fulfill({ body: bodies.get(name)() });
   });
   return page.evaluate(async ({ meta, files }) => {
     const call = window.memsegCall;
@@ -88,11 +112,15 @@ async function benchTrack(page, o) {
     });
     const perStep = steps.map((s, i) => s.elapsedMs - (i ? steps[i - 1].elapsedMs : 0));
     const sorted = [...perStep].sort((a, b) => a - b);
+    const mib = (bytes) => Math.round(bytes / 2 ** 20);
+    const memory = await call('memory');
     return {
       model: meta.name, image_size: model.image_size, volume: { width, height, depth }, maskOnSlice: z, steps: steps.length,
       totalMs: steps.at(-1)?.elapsedMs, medianMsPerSlice: sorted[Math.floor(sorted.length / 2)],
       meanMsPerSlice: steps.at(-1)?.elapsedMs / steps.length, perStepMs: perStep.map(Math.round),
-      reportSeconds: summary.report?.seconds,
+      reportSeconds: summary.report?.seconds, framesEncoded: summary.report?.frames_encoded, encodeAhead: summary.encodeAhead,
+      // WebAssembly memory only grows: after the run it is the run's peak. The volume is held as f32 voxels.
+      wasmMemoryMiB: { worker: mib(memory.worker), helpers: memory.helpers.map(mib), volume: mib(width * height * depth * 4) },
     };
   }, { meta, files });
 }
@@ -107,7 +135,8 @@ async function main() {
       const page = await browser.context.newPage();
       result = await benchEncoder(page, server.url, o);
     } else {
-      const { page, state } = await openApp(browser.context, server.url);
+      const query = o.helpers === undefined ? '' : `?helpers=${Number(o.helpers)}`;
+      const { page, state } = await openApp(browser.context, `${server.url}${query}`);
       if (!state.device) throw new Error(`the app did not start: ${JSON.stringify(state.errors)}`);
       page.setDefaultTimeout(o.timeoutMs);
       result = { device: state.device?.backend, ...(await benchTrack(page, o)) };

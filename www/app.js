@@ -21,6 +21,8 @@ import { Viewer } from './viewer.js';
 
 const params = new URLSearchParams(location.search);
 const preference = () => params.get('backend') ?? 'auto';
+// ?helpers=N: encoder helpers on the CPU fallback (encoder-pool.js); default one per core beyond the first.
+const helpers = () => (params.has('helpers') ? Number(params.get('helpers')) : undefined);
 
 // A crashed worker is replaced (rpc.js) and the work brought back (see "Crash recovery" below).
 const call = connect(() => new Worker(new URL('./worker.js', import.meta.url), { type: 'module' }), {
@@ -43,12 +45,15 @@ function renderDevice(d) {
   const mib = d.adapter ? `${(d.adapter.max_storage_buffer_binding_size / 2 ** 20).toFixed(0)} MiB` : '—';
   $('device-binding').textContent = mib;
   $('device-reason').textContent = d.fallback_reason ?? (gpu ? '—' : 'CPU chosen by the ?backend=flex setting');
+  $('device-cores').textContent = gpu ? '—' : d.encoderHelpers > 0
+    ? `${1 + d.encoderHelpers}: one tracks, ${d.encoderHelpers} encode the next slices ahead (of ${navigator.hardwareConcurrency} offered)`
+    : `1 (the browser offers ${navigator.hardwareConcurrency})`;
   $('device-details').hidden = false;
 }
 
 /** Starts compute in the worker (again after a crash), then asks the core for its input limits (limits.js). */
 async function startCompute() {
-  state.device = await call('init', { preference: preference() });
+  state.device = await call('init', { preference: preference(), helpers: helpers() });
   renderDevice(state.device);
   resolution.showHint(); // its times are per backend
   setLimits(await call('limits'));

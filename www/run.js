@@ -107,9 +107,11 @@ function finished(summary) {
     const perSlice = (summary.report.seconds * 1000) / summary.steps;
     // Slices whose encoder features a previous run left (the core's feature cache) cost less: such a run's
     // time is not what a fresh volume takes at this size.
-    const reused = Math.max(0, state.volume.slices - summary.report.frames_encoded);
+    // (Slices the encoder helpers delivered during this run are not encoded by the core either.)
+    const reused = Math.max(0, state.volume.slices - summary.report.frames_encoded - (summary.encodeAhead?.kept ?? 0));
     if (reused === 0) resolution.remember(perSlice / 1000);
-    const note = reused > 0 ? `; ${reused} slices reused from the last run, not encoded again` : '';
+    const ahead = summary.encodeAhead?.kept ? `; ${summary.encodeAhead.kept} encoded ahead on other cores` : '';
+    const note = (reused > 0 ? `; ${reused} slices reused from the last run, not encoded again` : '') + ahead;
     status('run-status', `Done: ${summary.steps} slices in ${seconds(summary.report.seconds * 1000)} (${seconds(perSlice)} a slice${note}).`, 'ok');
   }
 }

@@ -13,6 +13,7 @@ import * as inputs from './pkg/memseg.js';
 // Optional exports (diagnostics) are looked up at call time, so an older build of the core still loads.
 import * as core from './pkg/memseg.js';
 import { loseDevice, watchDeviceLoss } from './device-watch.js';
+import { EncoderPool, helpersFor, visitOrder } from './encoder-pool.js';
 
 watchDeviceLoss((lost) => self.postMessage({ type: 'device-lost', ...lost }));
 
@@ -55,13 +56,19 @@ function yieldToEventLoop() {
 const asInputs = (files) => files.map(({ name, bytes }) => ({ name, bytes: new Uint8Array(bytes) }));
 
 let running = null; // {id, cancel: boolean} while a segmentation runs
+let pool = null; // helpers encoding slices ahead on the other cores (CPU fallback only; encoder-pool.js)
+let volumeSlices = 0; // the loaded volume's slice count, for the helpers' forecast of a run's order
 
 const ops = {
-  async init({ preference = 'auto' }) {
+  // helpers: encoder helpers for the CPU fallback (default: one per core beyond this worker's, at most 3).
+  async init({ preference = 'auto', helpers }) {
     await ready;
     const probe = preference === 'flex' ? {} : await probeWebGpu();
     const compute = await init_compute(preference, probe.unavailable ?? null);
-    return { ...compute, webgpuAdapter: compute.backend === 'wgpu' ? probe.adapter : null };
+    // On the GPU the device is the bottleneck, not this thread: no helpers.
+    const count = compute.backend === 'wgpu' ? 0 : helpersFor(navigator.hardwareConcurrency, helpers);
+    if (count > 0) pool = new EncoderPool(count);
+    return { ...compute, webgpuAdapter: compute.backend === 'wgpu' ? probe.adapter : null, encoderHelpers: count };
   },
   // The core's input limits, {maxSide, maxSlices, maxValues}: the page checks a volume's files against them
   // before reading them (limits.js). Needs the core loaded, not a compute device.
@@ -82,6 +89,7 @@ const ops = {
     if (running) throw new Error('a segmentation is running: cancel it before loading another model');
     const start = performance.now();
     const report = load_sam2(new Uint8Array(bytes), name, overrides);
+    pool?.load(bytes, name, overrides);
     return { ...report, name, ms: performance.now() - start };
   },
   // A preprocessed [1, 3, S, S] input (Float32Array) -> every encoder stage, {name: {shape, data}}.
@@ -95,12 +103,16 @@ const ops = {
   async loadVolume({ files }) {
     await ready;
     if (running) throw new Error('a segmentation is running: cancel it before loading another volume');
-    return load_volume(files.map(({ name, bytes }) => ({ name, bytes: new Uint8Array(bytes) })));
+    const meta = load_volume(files.map(({ name, bytes }) => ({ name, bytes: new Uint8Array(bytes) })));
+    volumeSlices = meta.slices;
+    return meta;
   },
   async loadSample() {
     await ready;
     if (running) throw new Error('a segmentation is running: cancel it before loading another volume');
-    return load_sample();
+    const meta = load_sample();
+    volumeSlices = meta.slices;
+    return meta;
   },
   async slice({ z, window }) {
     return slice_rgba(z, window);
@@ -115,16 +127,25 @@ const ops = {
   // masks: [{slice, labels: Uint8Array}]; supports: support records from other volumes (inputs.js).
   // Posts {type: 'progress', step, total, slice, reverse, elapsedMs, labels, bank} after every slice (bank: the
   // memory bank snapshot of the teaching view, src/session/bank_snapshot.rs); the 'cancel' op stops it between slices.
+  // With encoder helpers, the summary says what they did: encodeAhead {helpers, encoded, kept}.
   async run({ options, masks, supports }, id) {
     if (running) throw new Error('a segmentation is already running');
     running = { id, cancel: false };
+    pool?.start({
+      order: visitOrder({ mode: options.mode, slices: volumeSlices, painted: masks.map((m) => m.slice), externalSupports: (supports ?? []).length > 0 }),
+      input: (z) => core.model_input_slice(z, options.intensity),
+      keep: ({ key, levels }) => core.cache_features(key, levels),
+    });
     try {
-      return await run_segmentation(options, masks, supports ?? [], async (step) => {
+      const summary = await run_segmentation(options, masks, supports ?? [], async (step) => {
         self.postMessage({ id, type: 'progress', ...step }, [step.labels.buffer]);
+        pool?.progress(step.step);
         await yieldToEventLoop();
         return !running.cancel;
       });
+      return pool ? { ...summary, encodeAhead: pool.stop() } : summary;
     } finally {
+      pool?.stop();
       running = null;
     }
   },
@@ -181,6 +202,12 @@ const ops = {
   async cancel() {
     if (running) running.cancel = true;
     return Boolean(running);
+  },
+  // WebAssembly memory in bytes, this worker's and each encoder helper's: it only grows, so after a run it is
+  // that run's peak (the bench reports it; scripts/bench-browser.mjs).
+  async memory() {
+    const { memory } = await ready;
+    return { worker: memory.buffer.byteLength, helpers: (await pool?.memory()) ?? [] };
   },
   async exportNifti() {
     return export_nifti();

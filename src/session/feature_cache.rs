@@ -27,10 +27,41 @@ pub const DEFAULT_BUDGET_BYTES: usize = 256 << 20;
 /// A cache shared by the runs of one model (the browser worker and the CLI are single-threaded per run).
 pub type SharedFeatureCache = Rc<RefCell<FeatureCache>>;
 
+/// A slice as the encoder sees it: its 8-bit RGB pixels (hashed with their size) and the model's input size.
+/// As text `"{pixels:016x}@{image_size}"`: the page's encoder workers compute it where they encode (the same
+/// build hashes the same way) and hand it over with the features.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-struct Key {
+pub struct Key {
     pixels: u64,
     image_size: usize,
+}
+
+impl Key {
+    pub fn of(image: &RgbImage, image_size: usize) -> Self {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        image.dimensions().hash(&mut hasher);
+        image.as_raw().hash(&mut hasher);
+        Self { pixels: hasher.finish(), image_size }
+    }
+
+    pub fn image_size(&self) -> usize {
+        self.image_size
+    }
+}
+
+impl std::fmt::Display for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:016x}@{}", self.pixels, self.image_size)
+    }
+}
+
+impl std::str::FromStr for Key {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("'{s}' is not a feature-cache key");
+        let (pixels, size) = s.split_once('@').ok_or_else(bad)?;
+        Ok(Self { pixels: u64::from_str_radix(pixels, 16).map_err(|_| bad())?, image_size: size.parse().map_err(|_| bad())? })
+    }
 }
 
 struct Entry {
@@ -92,21 +123,31 @@ impl FeatureCache {
         found
     }
 
-    fn insert(&mut self, key: Key, features: &ImageFeatures) {
+    pub fn contains(&self, key: &Key) -> bool {
+        self.entries.contains_key(key)
+    }
+
+    /// Keeps `features` under `key` if the budget allows (see the module's policy) and says whether it did; a
+    /// key already held stays as it is.
+    pub fn insert(&mut self, key: Key, features: &ImageFeatures) -> bool {
+        if self.entries.contains_key(&key) {
+            return false;
+        }
         let bytes = features.backbone_fpn.iter().map(|t| t.shape().num_elements() * 4).sum::<usize>();
         if bytes > self.budget {
-            return;
+            return false;
         }
         while self.used + bytes > self.budget {
             // The entry the oldest run used, never one this run used.
             let victim = self.entries.iter().filter(|(_, e)| e.run < self.run).min_by_key(|(_, e)| e.run).map(|(k, _)| *k);
             match victim.and_then(|k| self.entries.remove(&k)) {
                 Some(e) => self.used -= e.bytes,
-                None => return,
+                None => return false,
             }
         }
         self.used += bytes;
         self.entries.insert(key, Entry { features: features.clone(), bytes, run: self.run });
+        true
     }
 }
 
@@ -116,20 +157,13 @@ pub fn encode(model: &Sam2Base, cache: Option<&SharedFeatureCache>, image: &RgbI
     let Some(cache) = cache else {
         return (model.forward_image(super::preprocess(model, image)), true);
     };
-    let key = key_of(image, model.image_size());
+    let key = Key::of(image, model.image_size());
     if let Some(features) = cache.borrow_mut().get(&key) {
         return (features, false);
     }
     let features = model.forward_image(super::preprocess(model, image));
     cache.borrow_mut().insert(key, &features);
     (features, true)
-}
-
-fn key_of(image: &RgbImage, image_size: usize) -> Key {
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    image.dimensions().hash(&mut hasher);
-    image.as_raw().hash(&mut hasher);
-    Key { pixels: hasher.finish(), image_size }
 }
 
 #[cfg(test)]
@@ -177,16 +211,22 @@ mod tests {
         assert!(cache.get(&key(4)).is_none(), "both entries belong to this run: the new one is not kept");
         cache.insert(key(5), &features(1000));
         assert_eq!(cache.stats().entries, 2, "an entry larger than the budget is never kept");
+        assert!(!cache.insert(key(2), &features(100)));
+        assert_eq!(cache.stats().bytes, 800, "a key already held is not counted twice");
+        assert!(cache.contains(&key(2)) && !cache.contains(&key(4)));
     }
 
     #[test]
     fn the_key_is_the_pixels_and_the_input_size() {
         let a = RgbImage::from_pixel(4, 4, image::Rgb([1, 2, 3]));
         let mut b = a.clone();
-        assert_eq!(key_of(&a, 512), key_of(&b, 512));
-        assert_ne!(key_of(&a, 512), key_of(&a, 1024));
+        assert_eq!(Key::of(&a, 512), Key::of(&b, 512));
+        assert_ne!(Key::of(&a, 512), Key::of(&a, 1024));
         b.put_pixel(3, 3, image::Rgb([1, 2, 4]));
-        assert_ne!(key_of(&a, 512), key_of(&b, 512));
-        assert_ne!(key_of(&RgbImage::new(2, 8), 512), key_of(&RgbImage::new(8, 2), 512));
+        assert_ne!(Key::of(&a, 512), Key::of(&b, 512));
+        assert_ne!(Key::of(&RgbImage::new(2, 8), 512), Key::of(&RgbImage::new(8, 2), 512));
+        let text = Key::of(&a, 512).to_string();
+        assert_eq!(text.parse::<Key>(), Ok(Key::of(&a, 512)), "{text}");
+        assert!("12@x".parse::<Key>().is_err() && "nokey".parse::<Key>().is_err());
     }
 }

@@ -268,7 +268,8 @@ impl Run<'_> {
     }
 }
 
-pub(super) fn preprocess(model: &Sam2Base, image: &RgbImage) -> Tensor<4> {
+/// An 8-bit RGB slice as the model's input `[1, 3, S, S]` on its device.
+pub fn preprocess(model: &Sam2Base, image: &RgbImage) -> Tensor<4> {
     transforms::preprocess_rgb8(image, model.image_size(), &model.device())
 }
 

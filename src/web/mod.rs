@@ -12,6 +12,7 @@ use wasm_bindgen::prelude::*;
 
 mod bench;
 mod diagnostics;
+mod encode_ahead;
 mod exports;
 mod inputs;
 mod prompt_free;

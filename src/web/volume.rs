@@ -50,6 +50,7 @@ fn set_loaded(loaded: LoadedVolume) -> Result<JsValue, JsError> {
     };
     state::with_mut(|s| {
         s.volume = Some(Rc::new(loaded));
+        s.model_inputs = None;
         s.display = None;
         s.finished = None;
     });

@@ -1,0 +1,102 @@
+//! Encoding slices ahead on the other cores (the CPU fallback): the browser runs this WebAssembly on one
+//! thread per worker, so the page starts helper workers (`www/encoder-pool.js`), each with its own instance
+//! of the core and the same weights. While the main worker tracks slice after slice, a helper encodes the
+//! slices the run will reach next and hands the features to the main worker's feature cache
+//! ([`crate::session::feature_cache`]); the run then finds them there instead of encoding them itself.
+//!
+//! Three calls: the main worker gives a slice as the model will see it ([`model_input_slice`]: the run's own
+//! intensity mapping), a helper encodes it ([`encode_for_cache`]: the features and their cache key, computed
+//! where the pixels are), the main worker keeps the result ([`cache_features`]). A helper's features are the
+//! ones the main worker would compute: same code, same weights, same single-threaded arithmetic.
+
+use std::rc::Rc;
+
+use burn::tensor::{Tensor, TensorData};
+use image::RgbImage;
+use wasm_bindgen::prelude::*;
+
+use super::state::{self, loaded_model, loaded_volume};
+use super::{js_err, set, to_js};
+use crate::imaging::intensity;
+use crate::sam2::sam2_base::ImageFeatures;
+use crate::session::feature_cache::Key;
+use crate::session::preprocess;
+
+/// Slice `z` of the loaded volume as 8-bit RGB, `{width, height, rgb: Uint8Array}`, under the intensity mapping
+/// a run with the same `intensity` option uses; `null` when the loaded model's cache already holds its
+/// features. The mapped volume is kept for the next slices.
+#[wasm_bindgen]
+pub fn model_input_slice(z: usize, intensity: String) -> Result<JsValue, JsError> {
+    let loaded = loaded_volume()?;
+    let kept = state::with(|s| s.model_inputs.clone()).filter(|(option, volume, _)| *option == intensity && Rc::ptr_eq(volume, &loaded.volume));
+    let slices = match kept {
+        Some((_, _, slices)) => slices,
+        None => {
+            let mapping = intensity::choose(&loaded.volume, Some(&intensity)).map_err(js_err)?;
+            let slices = Rc::new(intensity::to_rgb8(&loaded.volume, &mapping).map_err(js_err)?);
+            state::with_mut(|s| s.model_inputs = Some((intensity, loaded.volume.clone(), slices.clone())));
+            slices
+        }
+    };
+    let slice = slices.get(z).ok_or_else(|| JsError::new(&format!("slice {z} is out of range ({} slices)", slices.len())))?;
+    let model = loaded_model()?;
+    if model.features.borrow().contains(&Key::of(slice, model.model.image_size())) {
+        return Ok(JsValue::NULL);
+    }
+    let out = js_sys::Object::new();
+    set(&out, "width", slice.width().into())?;
+    set(&out, "height", slice.height().into())?;
+    set(&out, "rgb", js_sys::Uint8Array::from(slice.as_raw().as_slice()).into())?;
+    Ok(out.into())
+}
+
+/// Encodes an 8-bit RGB image with the loaded model: `{key, levels: [{shape, data: Float32Array}]}`.
+#[wasm_bindgen]
+pub async fn encode_for_cache(width: u32, height: u32, rgb: Vec<u8>) -> Result<JsValue, JsError> {
+    let model = loaded_model()?.model;
+    let image = RgbImage::from_raw(width, height, rgb).ok_or_else(|| JsError::new(&format!("the pixels are not {width}x{height} RGB")))?;
+    let key = Key::of(&image, model.image_size());
+    let features = model.forward_image(preprocess(&model, &image));
+    let levels = js_sys::Array::new();
+    for (i, level) in features.backbone_fpn.into_iter().enumerate() {
+        let shape = level.dims().to_vec();
+        let data = level.into_data_async().await.map_err(|e| JsError::new(&format!("level {i}: read-back failed: {e:?}")))?;
+        let values = data.try_into_vec::<f32>().map_err(|e| JsError::new(&format!("level {i}: {e:?}")))?;
+        let entry = js_sys::Object::new();
+        set(&entry, "shape", to_js(&shape)?)?;
+        set(&entry, "data", js_sys::Float32Array::from(values.as_slice()).into())?;
+        levels.push(&entry);
+    }
+    let out = js_sys::Object::new();
+    set(&out, "key", key.to_string().into())?;
+    set(&out, "levels", levels.into())?;
+    Ok(out.into())
+}
+
+/// Keeps features from [`encode_for_cache`] in the loaded model's feature cache. Returns whether they were kept:
+/// they fit the model (its input size, three levels at strides 4, 8 and 16), were not there yet, and the
+/// cache's budget had room. The helpers must have the main worker's
+/// weights: the page drops what a helper encoded before the model last changed (`www/encoder-pool.js`).
+#[wasm_bindgen]
+pub fn cache_features(key: String, levels: js_sys::Array) -> Result<bool, JsError> {
+    let key: Key = key.parse().map_err(js_err)?;
+    let loaded = loaded_model()?;
+    let device = loaded.model.device();
+    let s = loaded.model.image_size();
+    if key.image_size() != s || levels.length() != 3 {
+        return Ok(false);
+    }
+    let mut backbone_fpn = Vec::new();
+    for (i, level) in levels.iter().enumerate() {
+        let field = |name: &str| js_sys::Reflect::get(&level, &name.into()).map_err(|_| JsError::new("bad level"));
+        let shape: Vec<usize> = serde_wasm_bindgen::from_value(field("shape")?).map_err(|e| JsError::new(&format!("level {i}: {e}")))?;
+        let values = js_sys::Float32Array::new(&field("data")?).to_vec();
+        let side = s >> (2 + i); // strides 4, 8, 16
+        let [1, channels, h, w] = shape[..] else { return Ok(false) };
+        if (h, w) != (side, side) || values.len() != channels * h * w {
+            return Ok(false);
+        }
+        backbone_fpn.push(Tensor::<4>::from_data(TensorData::new(values, [1, channels, h, w]), &device));
+    }
+    Ok(loaded.features.borrow_mut().insert(key, &ImageFeatures { backbone_fpn }))
+}
