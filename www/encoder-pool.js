@@ -9,6 +9,8 @@
 
 // How far ahead of the run the helpers encode: enough to keep them busy, well inside the cache's budget.
 const AHEAD = 6;
+// Bytes of one slice's encoder features at input size S (levels of 32, 64 and 256 channels at strides 4, 8, 16).
+const featureBytes = (size) => 16 * size * size;
 export const MAX_HELPERS = 3;
 
 /** Helpers for this device: one core stays with the main worker. */
@@ -21,7 +23,7 @@ export function helpersFor(cores, requested) {
  * The slices in the order a run will likely produce them, one entry per progress step (src/session: Meta's
  * propagate_in_video order, forward from the first conditioning frame then in reverse).
  */
-export function visitOrder({ mode, slices, painted, externalSupports }) {
+export function visitOrder({ mode, slices, painted = [], externalSupports = false }) {
   const range = (from, to) => Array.from({ length: Math.max(0, to - from) }, (_, i) => from + i);
   if (mode === 'supports-only') return range(0, slices);
   const middle = Math.floor(slices / 2);
@@ -69,8 +71,18 @@ export class EncoderPool {
    * encoding to the core's cache (true if kept).
    */
   start({ order, input, keep }) {
-    this.counts = { encoded: 0, kept: 0 };
-    this.plan = { order, input, keep, next: 0, progress: 0, generation: this.generation };
+    this.plan = { order, input, keep, next: 0, progress: 0, ahead: AHEAD, generation: this.generation };
+    this.#pump();
+  }
+
+  /**
+   * Nothing runs yet (the user paints): encode the slices a run would start with, as many as the core's
+   * feature cache holds beside a run's own (`cacheBytes` at input size `imageSize`). Same arguments as start.
+   */
+  idle({ order, input, keep, cacheBytes, imageSize }) {
+    const room = Math.floor(cacheBytes / featureBytes(imageSize)) - 2 * AHEAD;
+    if (room <= 0) return;
+    this.plan = { order: order.slice(0, room), input, keep, next: 0, progress: -1, ahead: room, generation: this.generation };
     this.#pump();
   }
 
@@ -81,10 +93,15 @@ export class EncoderPool {
     this.#pump();
   }
 
-  /** The run ended: nothing more is started (encodings under way still reach the cache, for a re-run). */
+  /**
+   * The run ended: nothing more is started (encodings under way still reach the cache, for a re-run). Returns
+   * what the helpers did since the previous run ended (idle encoding included).
+   */
   stop() {
     this.plan = null;
-    return { helpers: this.size, ...this.counts };
+    const done = { helpers: this.size, ...this.counts };
+    this.counts = { encoded: 0, kept: 0 };
+    return done;
   }
 
   /** Each live helper's WebAssembly memory in bytes. */
@@ -101,7 +118,7 @@ export class EncoderPool {
       plan.next = Math.max(plan.next, plan.progress + 1);
       let slice = null;
       while (!slice) {
-        if (plan.next >= plan.order.length || plan.next > plan.progress + AHEAD) return;
+        if (plan.next >= plan.order.length || plan.next > plan.progress + plan.ahead) return;
         try {
           slice = plan.input(plan.order[plan.next++]);
         } catch {

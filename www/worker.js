@@ -58,6 +58,21 @@ const asInputs = (files) => files.map(({ name, bytes }) => ({ name, bytes: new U
 let running = null; // {id, cancel: boolean} while a segmentation runs
 let pool = null; // helpers encoding slices ahead on the other cores (CPU fallback only; encoder-pool.js)
 let volumeSlices = 0; // the loaded volume's slice count, for the helpers' forecast of a run's order
+let modelSize = 0; // the loaded model's input size
+
+// What the helpers need to encode slices of the loaded volume for the loaded model's cache.
+const fromCore = (intensity) => ({
+  input: (z) => core.model_input_slice(z, intensity),
+  keep: ({ key, levels }) => core.cache_features(key, levels),
+});
+
+// While nothing runs (the user paints), the helpers encode the slices a run from the middle would start
+// with, under the page's default intensity ('auto'): a run with another window finds none of them.
+function encodeWhileIdle() {
+  if (!pool || running || !volumeSlices || !modelSize) return;
+  const order = visitOrder({ mode: 'propagate-middle', slices: volumeSlices });
+  pool.idle({ order, ...fromCore('auto'), cacheBytes: limits().featureCacheBytes, imageSize: modelSize });
+}
 
 const ops = {
   // helpers: encoder helpers for the CPU fallback (default: one per core beyond this worker's, at most 3).
@@ -90,6 +105,8 @@ const ops = {
     const start = performance.now();
     const report = load_sam2(new Uint8Array(bytes), name, overrides);
     pool?.load(bytes, name, overrides);
+    modelSize = report.image_size;
+    encodeWhileIdle();
     return { ...report, name, ms: performance.now() - start };
   },
   // A preprocessed [1, 3, S, S] input (Float32Array) -> every encoder stage, {name: {shape, data}}.
@@ -105,6 +122,7 @@ const ops = {
     if (running) throw new Error('a segmentation is running: cancel it before loading another volume');
     const meta = load_volume(files.map(({ name, bytes }) => ({ name, bytes: new Uint8Array(bytes) })));
     volumeSlices = meta.slices;
+    encodeWhileIdle();
     return meta;
   },
   async loadSample() {
@@ -112,6 +130,7 @@ const ops = {
     if (running) throw new Error('a segmentation is running: cancel it before loading another volume');
     const meta = load_sample();
     volumeSlices = meta.slices;
+    encodeWhileIdle();
     return meta;
   },
   async slice({ z, window }) {
@@ -131,11 +150,8 @@ const ops = {
   async run({ options, masks, supports }, id) {
     if (running) throw new Error('a segmentation is already running');
     running = { id, cancel: false };
-    pool?.start({
-      order: visitOrder({ mode: options.mode, slices: volumeSlices, painted: masks.map((m) => m.slice), externalSupports: (supports ?? []).length > 0 }),
-      input: (z) => core.model_input_slice(z, options.intensity),
-      keep: ({ key, levels }) => core.cache_features(key, levels),
-    });
+    const order = visitOrder({ mode: options.mode, slices: volumeSlices, painted: masks.map((m) => m.slice), externalSupports: (supports ?? []).length > 0 });
+    pool?.start({ order, ...fromCore(options.intensity) });
     try {
       const summary = await run_segmentation(options, masks, supports ?? [], async (step) => {
         self.postMessage({ id, type: 'progress', ...step }, [step.labels.buffer]);
