@@ -9,6 +9,8 @@
 
 // How far ahead of the run the helpers encode: enough to keep them busy, well inside the cache's budget.
 const AHEAD = 6;
+// The longest the run waits for a helper's slice (a stuck helper must not stall it; an encoding takes seconds).
+const WAIT_LIMIT_MS = 60_000;
 // Bytes of one slice's encoder features at input size S (levels of 32, 64 and 256 channels at strides 4, 8, 16).
 const featureBytes = (size) => 16 * size * size;
 export const MAX_HELPERS = 3;
@@ -41,7 +43,8 @@ export class EncoderPool {
     this.helpers = Array.from({ length: count }, () => this.#spawn());
     this.generation = 0; // bumped by every model load: what older helpers encoded is dropped
     this.plan = null;
-    this.counts = { encoded: 0, kept: 0 };
+    this.counts = { encoded: 0, kept: 0, encodeMs: [] };
+    this.inFlight = new Map(); // slice -> the helper's encoding under way (settles once handed to the cache)
   }
 
   get size() {
@@ -86,11 +89,17 @@ export class EncoderPool {
     this.#pump();
   }
 
-  /** The run has produced `steps` slices. */
-  progress(steps) {
-    if (!this.plan) return;
-    this.plan.progress = steps;
+  /**
+   * The run has produced `steps` slices. When a helper is encoding the slice the run computes next, this waits
+   * for it (its features then reach the cache first): encoding it twice would only slow both down.
+   */
+  async progress(steps) {
+    const plan = this.plan;
+    if (!plan) return;
+    plan.progress = steps;
     this.#pump();
+    const pending = this.inFlight.get(plan.order[steps]);
+    if (pending) await Promise.race([pending, new Promise((resolve) => setTimeout(resolve, WAIT_LIMIT_MS))]);
   }
 
   /**
@@ -100,7 +109,7 @@ export class EncoderPool {
   stop() {
     this.plan = null;
     const done = { helpers: this.size, ...this.counts };
-    this.counts = { encoded: 0, kept: 0 };
+    this.counts = { encoded: 0, kept: 0, encodeMs: [] };
     return done;
   }
 
@@ -127,17 +136,22 @@ export class EncoderPool {
         }
       }
       h.busy = true;
-      this.#call(h, 'encode', slice, [slice.rgb.buffer]).then(
+      const started = performance.now();
+      const z = plan.order[plan.next - 1];
+      const done = this.#call(h, 'encode', slice, [slice.rgb.buffer]).then(
         (result) => {
           h.busy = false;
           if (plan.generation === this.generation) {
             this.counts.encoded += 1;
+            this.counts.encodeMs.push(Math.round(performance.now() - started));
             if (plan.keep(result)) this.counts.kept += 1;
           }
           this.#pump();
         },
         (e) => this.#drop(h, e),
       );
+      this.inFlight.set(z, done);
+      done.finally(() => this.inFlight.get(z) === done && this.inFlight.delete(z));
     }
   }
 

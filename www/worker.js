@@ -155,7 +155,7 @@ const ops = {
     try {
       const summary = await run_segmentation(options, masks, supports ?? [], async (step) => {
         self.postMessage({ id, type: 'progress', ...step }, [step.labels.buffer]);
-        pool?.progress(step.step);
+        await pool?.progress(step.step);
         await yieldToEventLoop();
         return !running.cancel;
       });
