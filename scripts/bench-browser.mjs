@@ -59,7 +59,8 @@ async function benchEncoder(page, url, o) {
   });
 }
 
-/** A W x H x D float volume: a smooth gradient and a disc whose radius changes along z. */
+/** A W x H x D float volume: a gradient and a disc whose radius changes along z; no two slices alike (the feature
+ * cache would reuse an identical slice's encoding). */
 function syntheticNifti(spec) {
   const [nx, ny, nz] = spec.split('x').map(Number);
   if (![nx, ny, nz].every((n) => Number.isInteger(n) && n > 0)) throw new Error(`--synthetic: '${spec}' is not WxHxD`);
@@ -68,7 +69,7 @@ function syntheticNifti(spec) {
     const r = Math.min(nx, ny) * (0.15 + 0.1 * Math.sin((z / nz) * Math.PI));
     for (let y = 0; y < ny; y++) for (let x = 0; x < nx; x++) {
       const inside = (x - nx / 2) ** 2 + (y - ny / 2) ** 2 < r * r;
-      values[(z * ny + y) * nx + x] = inside ? 200 : 40 + (60 * (x + y)) / (nx + ny);
+      values[(z * ny + y) * nx + x] = inside ? 200 : 40 + (60 * (x + y)) / (nx + ny) + (z % 2 ? 0 : 30) + z / nz;
     }
   }
   return niftiF32(values, [nx, ny, nz], [1, 1, 1]);
@@ -131,6 +132,7 @@ async function main() {
   const browser = await launch(o.webgpu ? WEBGPU_FLAGS : NO_WEBGPU_FLAGS);
   try {
     let result;
+    browser.context.on('page', (page) => page.on('crash', () => console.error('bench-browser: the page crashed')));
     if (o.mode === 'encoder') {
       const page = await browser.context.newPage();
       result = await benchEncoder(page, server.url, o);

@@ -96,13 +96,14 @@ pub struct Rerun {
 }
 
 /// Slice `z` of `n` of the synthetic volume used for propagation timings: a grey gradient and a disc whose
-/// radius follows z (the content does not change the time, only keeps masks non-trivial).
+/// radius follows z (the content does not change the time, only keeps masks non-trivial); no two alike.
 pub fn synthetic_slice(z: usize, n: usize, size: usize) -> image::RgbImage {
     let r = size as f32 * (0.15 + 0.1 * (z as f32 / n.max(1) as f32 * std::f32::consts::PI).sin());
     let c = size as f32 / 2.0;
     image::RgbImage::from_fn(size as u32, size as u32, |x, y| {
         let d = ((x as f32 - c).powi(2) + (y as f32 - c).powi(2)).sqrt();
-        let v = if d < r { 200 } else { (60 + (x + y) as usize * 60 / (2 * size)) as u8 };
+        // The z term keeps every slice distinct (the feature cache would reuse an identical slice's encoding).
+        let v = if d < r { 200 } else { (60 + (x + y) as usize * 60 / (2 * size) + z % 16) as u8 };
         image::Rgb([v, v, v])
     })
 }
