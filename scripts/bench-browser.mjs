@@ -15,7 +15,7 @@
 // --webgpu: WebGPU through SwiftShader (slow: a CPU emulating a GPU; use the reduced model there). Without it
 // Chromium has no WebGPU and both the app and the bench run on the CPU. --pkg: the wasm-bindgen output served
 // at /pkg/ (default www/pkg, what `./build.sh wasm` builds). Needs `npm ci` in tests/e2e.
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { basename, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { NO_WEBGPU_FLAGS, WEBGPU_FLAGS, launch, openApp, repo, serve } from '../tests/e2e/harness.mjs';
@@ -77,10 +77,15 @@ function syntheticNifti(spec) {
 
 async function benchTrack(page, o) {
   const meta = JSON.parse(readFileSync(resolve(repo, 'models', `${o.model}.json`), 'utf8'));
-  // The volume's files reach the page as fetched bytes (routed here), as a picked file would.
+  // The volume's files reach the page as fetched bytes, as a picked file would: given files routed here, a
+  // synthetic volume written into models/ (served by the app's server: a large body does not fit a route).
   const bodies = new Map(o.volume.map((path) => [basename(path), () => readFileSync(path)]));
-  if (o.synthetic) bodies.set(`synthetic-${o.synthetic}.nii`, () => syntheticNifti(o.synthetic));
-  const files = [...bodies.keys()];
+  const files = [...bodies.keys()].map((name) => `__volume__/${encodeURIComponent(name)}`);
+  if (o.synthetic) {
+    const name = `synthetic-${o.synthetic}.nii`;
+    writeFileSync(resolve(repo, 'models', name), syntheticNifti(o.synthetic));
+    files.push(`models/${name}`);
+  }
   await page.route('**/__volume__/*', (route) => {
     const name = decodeURIComponent(new URL(route.request().url()).pathname.split('/').pop());
     route.fulfill({ body: bodies.get(name)() });
@@ -91,7 +96,7 @@ async function benchTrack(page, o) {
     const model = await call('loadSam2', { bytes, name: meta.pt, overrides: meta.overrides });
     const volume = files.length
       ? await call('loadVolume', { files: await Promise.all(files.map(async (name) => ({
-        name, bytes: await (await fetch(`__volume__/${encodeURIComponent(name)}`)).arrayBuffer() }))) })
+        name: decodeURIComponent(name.split('/').pop()), bytes: await (await fetch(name)).arrayBuffer() }))) })
       : await call('loadSample');
     const { width, height, slices: depth } = volume;
     const z = Math.floor(depth / 2);
@@ -145,7 +150,8 @@ async function main() {
     }
     console.log(JSON.stringify({ mode: o.mode, webgpu: o.webgpu, pkg: o.pkg, ...result }, null, 1));
   } finally {
-    await browser.close();
+    // A crashed browser must not hide the error that came first.
+    await browser.close().catch(() => {});
     await server.close();
   }
 }
