@@ -10,6 +10,8 @@
 //! policy once the volume is larger than the budget (every entry is evicted just before it would be used);
 //! so an entry is only evicted for one that an older run left, and when every entry was used by the current
 //! run a new one is simply not kept. A volume larger than the budget thus keeps its first slices cached.
+//! Features encoded ahead by the page's helpers ([`FeatureCache::insert_ahead`]) are for the slices the run
+//! reaches next: they replace the least recently used entries, the run's passed slices included.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -69,6 +71,8 @@ struct Entry {
     bytes: usize,
     /// The last run that used it.
     run: u64,
+    /// When it was last used or kept (a counter of cache operations).
+    used_at: u64,
 }
 
 /// What the cache holds and has done, for the page and the bench.
@@ -85,6 +89,7 @@ pub struct FeatureCache {
     budget: usize,
     used: usize,
     run: u64,
+    clock: u64,
     entries: HashMap<Key, Entry>,
     hits: u64,
     misses: u64,
@@ -92,7 +97,7 @@ pub struct FeatureCache {
 
 impl FeatureCache {
     pub fn new(budget_bytes: usize) -> Self {
-        Self { budget: budget_bytes, used: 0, run: 0, entries: HashMap::new(), hits: 0, misses: 0 }
+        Self { budget: budget_bytes, used: 0, run: 0, clock: 0, entries: HashMap::new(), hits: 0, misses: 0 }
     }
 
     pub fn shared(budget_bytes: usize) -> SharedFeatureCache {
@@ -114,9 +119,9 @@ impl FeatureCache {
     }
 
     fn get(&mut self, key: &Key) -> Option<ImageFeatures> {
-        let run = self.run;
+        let (run, now) = (self.run, self.tick());
         let found = self.entries.get_mut(key).map(|e| {
-            e.run = run;
+            (e.run, e.used_at) = (run, now);
             e.features.clone()
         });
         if found.is_some() { self.hits += 1 } else { self.misses += 1 }
@@ -130,6 +135,20 @@ impl FeatureCache {
     /// Keeps `features` under `key` if the budget allows (see the module's policy) and says whether it did; a
     /// key already held stays as it is.
     pub fn insert(&mut self, key: Key, features: &ImageFeatures) -> bool {
+        // The entry the oldest run used, never one this run used.
+        let run = self.run;
+        self.insert_with(key, features, |e| (e.run < run).then_some(e.run))
+    }
+
+    /// Keeps features encoded ahead for a slice the current run is about to reach (the page's encoder helpers),
+    /// making room from the least recently used entries, this run's included: in a volume larger than the
+    /// budget, the slices the run has passed give way to the ones it reaches next.
+    pub fn insert_ahead(&mut self, key: Key, features: &ImageFeatures) -> bool {
+        self.insert_with(key, features, |e| Some(e.used_at))
+    }
+
+    /// `insert` with `rank` choosing the victims: the evictable entry of lowest rank goes first.
+    fn insert_with(&mut self, key: Key, features: &ImageFeatures, rank: impl Fn(&Entry) -> Option<u64>) -> bool {
         if self.entries.contains_key(&key) {
             return false;
         }
@@ -138,16 +157,21 @@ impl FeatureCache {
             return false;
         }
         while self.used + bytes > self.budget {
-            // The entry the oldest run used, never one this run used.
-            let victim = self.entries.iter().filter(|(_, e)| e.run < self.run).min_by_key(|(_, e)| e.run).map(|(k, _)| *k);
+            let victim = self.entries.iter().filter_map(|(k, e)| rank(e).map(|r| (r, *k))).min_by_key(|(r, _)| *r).map(|(_, k)| k);
             match victim.and_then(|k| self.entries.remove(&k)) {
                 Some(e) => self.used -= e.bytes,
                 None => return false,
             }
         }
         self.used += bytes;
-        self.entries.insert(key, Entry { features: features.clone(), bytes, run: self.run });
+        let (run, used_at) = (self.run, self.tick());
+        self.entries.insert(key, Entry { features: features.clone(), bytes, run, used_at });
         true
+    }
+
+    fn tick(&mut self) -> u64 {
+        self.clock += 1;
+        self.clock
     }
 }
 
@@ -214,6 +238,18 @@ mod tests {
         assert!(!cache.insert(key(2), &features(100)));
         assert_eq!(cache.stats().bytes, 800, "a key already held is not counted twice");
         assert!(cache.contains(&key(2)) && !cache.contains(&key(4)));
+    }
+
+    #[test]
+    fn features_encoded_ahead_replace_what_the_run_used_longest_ago() {
+        let mut cache = FeatureCache::new(2 * 400);
+        cache.begin_run();
+        cache.insert(key(1), &features(100));
+        cache.insert(key(2), &features(100));
+        assert!(cache.get(&key(1)).is_some(), "key 1 used again: key 2 is now the least recently used");
+        assert!(!cache.insert(key(3), &features(100)), "the run's own misses never evict this run's entries");
+        assert!(cache.insert_ahead(key(3), &features(100)));
+        assert!(cache.contains(&key(1)) && !cache.contains(&key(2)) && cache.contains(&key(3)));
     }
 
     #[test]

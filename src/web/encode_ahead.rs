@@ -98,5 +98,5 @@ pub fn cache_features(key: String, levels: js_sys::Array) -> Result<bool, JsErro
         }
         backbone_fpn.push(Tensor::<4>::from_data(TensorData::new(values, [1, channels, h, w]), &device));
     }
-    Ok(loaded.features.borrow_mut().insert(key, &ImageFeatures { backbone_fpn }))
+    Ok(loaded.features.borrow_mut().insert_ahead(key, &ImageFeatures { backbone_fpn }))
 }
