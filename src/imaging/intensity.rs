@@ -165,25 +165,29 @@ pub fn resolve(volume: &Volume, intensity: &Intensity) -> Result<IntensityInfo, 
 /// One 8-bit RGB image per slice, with the mapping resolved for the metadata.
 pub fn to_rgb8_with_info(volume: &Volume, intensity: &Intensity) -> Result<(Vec<RgbImage>, IntensityInfo), String> {
     let info = resolve(volume, intensity)?;
+    let images = (0..volume.depth).map(|z| slice_to_rgb8(volume, z, &info)).collect::<Result<_, _>>()?;
+    Ok((images, info))
+}
+
+/// Slice `z` as 8-bit RGB under a resolved mapping (what [`to_rgb8_with_info`] gives for that slice).
+pub fn slice_to_rgb8(volume: &Volume, z: usize, info: &IntensityInfo) -> Result<RgbImage, String> {
     // A constant volume (high == low) maps to black rather than dividing by zero.
     let scale = if info.high > info.low { 255.0 / (info.high - info.low) } else { 0.0 };
     let to_u8 = |v: f32| ((v - info.low) * scale).round().clamp(0.0, 255.0) as u8; // NaN -> 0
     let pixels = volume.width * volume.height;
-    let mut images = Vec::with_capacity(volume.depth);
-    for z in 0..volume.depth {
-        let slice = volume.slice(z);
-        if slice.len() != pixels * volume.channels || !(volume.channels == 1 || volume.channels == 3) {
-            return Err(format!("{}: slice {z} does not hold {pixels} pixels of 1 or 3 channels", volume.source));
-        }
-        let rgb: Vec<u8> = match volume.channels {
-            1 => slice.iter().flat_map(|&v| [to_u8(v); 3]).collect(),
-            _ => slice.iter().map(|&v| to_u8(v)).collect(),
-        };
-        let image = RgbImage::from_raw(volume.width as u32, volume.height as u32, rgb)
-            .ok_or_else(|| format!("{}: slice {z} does not fit a {}×{} image", volume.source, volume.width, volume.height))?;
-        images.push(image);
+    if z >= volume.depth {
+        return Err(format!("{}: slice {z} is out of range ({} slices)", volume.source, volume.depth));
     }
-    Ok((images, info))
+    let slice = volume.slice(z);
+    if slice.len() != pixels * volume.channels || !(volume.channels == 1 || volume.channels == 3) {
+        return Err(format!("{}: slice {z} does not hold {pixels} pixels of 1 or 3 channels", volume.source));
+    }
+    let rgb: Vec<u8> = match volume.channels {
+        1 => slice.iter().flat_map(|&v| [to_u8(v); 3]).collect(),
+        _ => slice.iter().map(|&v| to_u8(v)).collect(),
+    };
+    RgbImage::from_raw(volume.width as u32, volume.height as u32, rgb)
+        .ok_or_else(|| format!("{}: slice {z} does not fit a {}×{} image", volume.source, volume.width, volume.height))
 }
 
 /// One 8-bit RGB image per slice.

@@ -24,23 +24,23 @@ use crate::session::preprocess;
 
 /// Slice `z` of the loaded volume as 8-bit RGB, `{width, height, rgb: Uint8Array}`, under the intensity mapping
 /// a run with the same `intensity` option uses; `null` when the loaded model's cache already holds its
-/// features. The mapped volume is kept for the next slices.
+/// features. The resolved mapping (percentiles need a pass over the volume) is kept for the next slices.
 #[wasm_bindgen]
 pub fn model_input_slice(z: usize, intensity: String) -> Result<JsValue, JsError> {
     let loaded = loaded_volume()?;
     let kept = state::with(|s| s.model_inputs.clone()).filter(|(option, volume, _)| *option == intensity && Rc::ptr_eq(volume, &loaded.volume));
-    let slices = match kept {
-        Some((_, _, slices)) => slices,
+    let info = match kept {
+        Some((_, _, info)) => info,
         None => {
             let mapping = intensity::choose(&loaded.volume, Some(&intensity)).map_err(js_err)?;
-            let slices = Rc::new(intensity::to_rgb8(&loaded.volume, &mapping).map_err(js_err)?);
-            state::with_mut(|s| s.model_inputs = Some((intensity, loaded.volume.clone(), slices.clone())));
-            slices
+            let info = intensity::resolve(&loaded.volume, &mapping).map_err(js_err)?;
+            state::with_mut(|s| s.model_inputs = Some((intensity, loaded.volume.clone(), info.clone())));
+            info
         }
     };
-    let slice = slices.get(z).ok_or_else(|| JsError::new(&format!("slice {z} is out of range ({} slices)", slices.len())))?;
+    let slice = intensity::slice_to_rgb8(&loaded.volume, z, &info).map_err(js_err)?;
     let model = loaded_model()?;
-    if model.features.borrow().contains(&Key::of(slice, model.model.image_size())) {
+    if model.features.borrow().contains(&Key::of(&slice, model.model.image_size())) {
         return Ok(JsValue::NULL);
     }
     let out = js_sys::Object::new();

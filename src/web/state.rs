@@ -36,9 +36,9 @@ pub(crate) struct WebState {
     pub(crate) imported: Option<ImportedLabels>,
     /// Another volume to take support slices from (`inputs.rs`).
     pub(crate) support_source: Option<SupportSource>,
-    /// The loaded volume mapped to the model's 8-bit input under an intensity option, for the helpers that
+    /// The model input's mapping resolved on the loaded volume for an intensity option, for the helpers that
     /// encode slices ahead (`encode_ahead.rs`).
-    pub(crate) model_inputs: Option<(String, Rc<Volume>, Rc<Vec<image::RgbImage>>)>,
+    pub(crate) model_inputs: Option<(String, Rc<Volume>, IntensityInfo)>,
 }
 
 /// The SAM2 model loaded by `load_sam2`, the config it was built from and its file's name.
