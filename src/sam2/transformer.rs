@@ -58,7 +58,8 @@ fn flex_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
     let [b, h, nq, d] = q.dims();
     let threads = crate::backend::cpu_threads();
     let groups = (2 * threads).div_ceil(b * h);
-    if b * h >= threads || groups < 2 || !nq.is_multiple_of(groups) {
+    // With fewer pairs than threads, `groups` is at least 3.
+    if b * h >= threads || !nq.is_multiple_of(groups) {
         return attention(q, k, v, None, None, AttentionModuleOptions::default());
     }
     let q = q.reshape([b, h * groups, nq / groups, d]);

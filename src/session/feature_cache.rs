@@ -75,8 +75,8 @@ struct Entry {
     used_at: u64,
 }
 
-/// What the cache holds and has done, for the page and the bench.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+/// What the cache holds and has done (the tests read it).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CacheStats {
     pub entries: usize,
     pub bytes: usize,
@@ -111,11 +111,6 @@ impl FeatureCache {
 
     pub fn stats(&self) -> CacheStats {
         CacheStats { entries: self.entries.len(), bytes: self.used, budget_bytes: self.budget, hits: self.hits, misses: self.misses }
-    }
-
-    pub fn clear(&mut self) {
-        self.entries.clear();
-        self.used = 0;
     }
 
     fn get(&mut self, key: &Key) -> Option<ImageFeatures> {

@@ -8,7 +8,7 @@ use burn::tensor::{Tensor, TensorData};
 use wasm_bindgen::prelude::*;
 
 use super::state::{device, loaded_model};
-use super::{set, to_js};
+use super::{set, tensor_to_js, to_js};
 
 /// Runs the loaded model's image encoder on a preprocessed `[1, 3, S, S]` input (S = the model's size) and
 /// returns `{shapes, vision_features}`: the shape of every `backbone_fpn` level and the values of the last
@@ -57,13 +57,7 @@ pub async fn encoder_stages(input: Vec<f32>) -> Result<JsValue, JsError> {
     stages.push(("image_embed".to_string(), features.image_embed().clone()));
     let out = js_sys::Object::new();
     for (name, tensor) in stages {
-        let shape = tensor.dims().to_vec();
-        let data = tensor.into_data_async().await.map_err(|e| JsError::new(&format!("{name}: read-back failed: {e:?}")))?;
-        let values = data.try_to_vec::<f32>().map_err(|e| JsError::new(&format!("{name}: {e:?}")))?;
-        let entry = js_sys::Object::new();
-        set(&entry, "shape", to_js(&shape)?)?;
-        set(&entry, "data", js_sys::Float32Array::from(values.as_slice()).into())?;
-        set(&out, &name, entry.into())?;
+        set(&out, &name, tensor_to_js(&name, tensor).await?.into())?;
     }
     Ok(out.into())
 }

@@ -16,7 +16,7 @@ use image::RgbImage;
 use wasm_bindgen::prelude::*;
 
 use super::state::{self, loaded_model, loaded_volume};
-use super::{js_err, set, to_js};
+use super::{js_err, set, tensor_to_js};
 use crate::imaging::intensity;
 use crate::sam2::sam2_base::ImageFeatures;
 use crate::session::feature_cache::Key;
@@ -59,13 +59,7 @@ pub async fn encode_for_cache(width: u32, height: u32, rgb: Vec<u8>) -> Result<J
     let features = model.forward_image(preprocess(&model, &image));
     let levels = js_sys::Array::new();
     for (i, level) in features.backbone_fpn.into_iter().enumerate() {
-        let shape = level.dims().to_vec();
-        let data = level.into_data_async().await.map_err(|e| JsError::new(&format!("level {i}: read-back failed: {e:?}")))?;
-        let values = data.try_into_vec::<f32>().map_err(|e| JsError::new(&format!("level {i}: {e:?}")))?;
-        let entry = js_sys::Object::new();
-        set(&entry, "shape", to_js(&shape)?)?;
-        set(&entry, "data", js_sys::Float32Array::from(values.as_slice()).into())?;
-        levels.push(&entry);
+        levels.push(&tensor_to_js(&format!("level {i}"), level).await?.into());
     }
     let out = js_sys::Object::new();
     set(&out, "key", key.to_string().into())?;

@@ -60,6 +60,16 @@ pub(crate) fn set(object: &js_sys::Object, key: &str, value: JsValue) -> Result<
     js_sys::Reflect::set(object, &key.into(), &value).map(|_| ()).map_err(|_| JsError::new("reflect"))
 }
 
+/// A tensor read back from the device as `{shape, data: Float32Array}`; `name` labels a failed read.
+pub(crate) async fn tensor_to_js(name: &str, tensor: burn::tensor::Tensor<4>) -> Result<js_sys::Object, JsError> {
+    let shape = tensor.dims().to_vec();
+    let values = crate::session::read_f32(tensor).await.map_err(|e| JsError::new(&format!("{name}: {e}")))?;
+    let entry = js_sys::Object::new();
+    set(&entry, "shape", to_js(&shape)?)?;
+    set(&entry, "data", js_sys::Float32Array::from(values.as_slice()).into())?;
+    Ok(entry)
+}
+
 /// Chooses the device. `preference` is "auto", "wgpu" or "flex"; `webgpu_unavailable` is the page's reason
 /// when it found no `navigator.gpu` or no adapter (then wgpu is not tried). Returns what was chosen.
 #[wasm_bindgen]
