@@ -15,9 +15,9 @@ const WAIT_LIMIT_MS = 60_000;
 const featureBytes = (size) => 16 * size * size;
 export const MAX_HELPERS = 3;
 
-/** Helpers for this device: one core stays with the main worker. */
+/** Helpers for this device: one core stays with the main worker; a request that is not a count is ignored. */
 export function helpersFor(cores, requested) {
-  const wanted = requested ?? Math.max(0, (cores || 1) - 1);
+  const wanted = Number.isInteger(requested) ? requested : Math.max(0, (cores || 1) - 1);
   return Math.max(0, Math.min(MAX_HELPERS, wanted));
 }
 
