@@ -208,3 +208,32 @@ fn corrected_prompts(p: &Prompts) -> Prompts {
         feature_cache: None,
     }
 }
+
+/// The page's encoder helpers hand features over as plain numbers (`cache_features`): what the model computes
+/// comes back as the same tensors, and levels of another shape, count or length are refused with a message.
+#[test]
+fn features_handed_over_as_numbers_must_be_the_models_shapes() {
+    use memseg::sam2::sam2_base::ImageFeatures;
+    let (_, model, frames, _) = setup();
+    let features = model.forward_image(memseg::session::preprocess(&model, &frames[0]));
+    let values = |t: &burn::tensor::Tensor<4>| pollster::block_on(read_f32(t.clone())).unwrap();
+    let numbers: Vec<(Vec<usize>, Vec<f32>)> = features.backbone_fpn.iter().map(|t| (t.dims().to_vec(), values(t))).collect();
+    assert_eq!(numbers.iter().map(|(s, _)| s.clone()).collect::<Vec<_>>(), model.feature_shapes().map(|s| s.to_vec()));
+    let back = ImageFeatures::from_levels(&model, numbers.clone()).unwrap();
+    for (a, b) in back.backbone_fpn.iter().zip(&features.backbone_fpn) {
+        assert_eq!(values(a), values(b));
+    }
+
+    let refused = |levels: Vec<(Vec<usize>, Vec<f32>)>| ImageFeatures::from_levels(&model, levels).unwrap_err();
+    assert!(refused(numbers[..2].to_vec()).contains("2 feature levels"));
+    let mut swapped = numbers.clone();
+    swapped.swap(0, 1);
+    assert!(refused(swapped).contains("feature level 0: shape"));
+    let mut short = numbers.clone();
+    short[2].1.pop();
+    assert!(refused(short).contains("feature level 2"));
+    let mut other_channels = numbers.clone();
+    other_channels[1].0[1] *= 2;
+    other_channels[1].1.extend(numbers[1].1.iter().copied());
+    assert!(refused(other_channels).contains("feature level 1"));
+}

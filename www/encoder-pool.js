@@ -144,7 +144,11 @@ export class EncoderPool {
           if (plan.generation === this.generation) {
             this.counts.encoded += 1;
             this.counts.encodeMs.push(Math.round(performance.now() - started));
-            if (plan.keep(result)) this.counts.kept += 1;
+            try {
+              if (plan.keep(result)) this.counts.kept += 1;
+            } catch (e) {
+              return this.#drop(h, e); // features the core refuses: this helper is not the model the run uses
+            }
           }
           this.#pump();
         },

@@ -67,6 +67,24 @@ pub struct ImageFeatures {
 }
 
 impl ImageFeatures {
+    /// Features handed over as plain numbers (the page's encoder helpers): each level's `(shape, values)`
+    /// must be what `model` computes for one image ([`Sam2Base::feature_shapes`]).
+    pub fn from_levels(model: &Sam2Base, levels: Vec<(Vec<usize>, Vec<f32>)>) -> Result<Self, String> {
+        let expected = model.feature_shapes();
+        if levels.len() != expected.len() {
+            return Err(format!("{} feature levels where the model has {}", levels.len(), expected.len()));
+        }
+        let device = model.device();
+        let mut backbone_fpn = Vec::new();
+        for (i, ((shape, values), want)) in levels.into_iter().zip(expected).enumerate() {
+            if shape != want || values.len() != want.iter().product::<usize>() {
+                return Err(format!("feature level {i}: shape {shape:?} with {} values where the model has {want:?}", values.len()));
+            }
+            backbone_fpn.push(Tensor::<4>::from_data(TensorData::new(values, want), &device));
+        }
+        Ok(Self { backbone_fpn })
+    }
+
     /// The stride-16 image embedding (`vision_features`).
     pub fn image_embed(&self) -> &Tensor<4> {
         self.backbone_fpn.last().expect("at least one level")
@@ -181,6 +199,13 @@ impl Sam2Base {
 
     pub fn device(&self) -> Device {
         self.no_obj_ptr.val().device()
+    }
+
+    /// The shapes of [`ImageFeatures::backbone_fpn`] for one image: strides 4, 8 and 16, with `conv_s0` and
+    /// `conv_s1` narrowing levels 0 and 1 to an eighth and a quarter of the channels (Meta's `MaskDecoder`).
+    pub fn feature_shapes(&self) -> [[usize; 4]; 3] {
+        let (s, c) = (self.image_size, self.hidden_dim);
+        [[1, c / 8, s / 4, s / 4], [1, c / 4, s / 8, s / 8], [1, c, s / 16, s / 16]]
     }
 
     /// `forward_image`: encoder, then the mask decoder's projections of the two high-resolution levels.

@@ -23,7 +23,7 @@ use image::RgbImage;
 use crate::sam2::Sam2Base;
 use crate::sam2::sam2_base::ImageFeatures;
 
-/// The budget the page and `memseg` use: 64 slices at 512 px, 16 at 1024.
+/// The budget `memseg` uses: 64 slices at 512 px, 16 at 1024 (the page keeps less: `web::PAGE_FEATURE_CACHE_BYTES`).
 pub const DEFAULT_BUDGET_BYTES: usize = 256 << 20;
 
 /// A cache shared by the runs of one model (the browser worker and the CLI are single-threaded per run).

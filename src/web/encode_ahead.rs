@@ -11,7 +11,6 @@
 
 use std::rc::Rc;
 
-use burn::tensor::{Tensor, TensorData};
 use image::RgbImage;
 use wasm_bindgen::prelude::*;
 
@@ -68,29 +67,26 @@ pub async fn encode_for_cache(width: u32, height: u32, rgb: Vec<u8>) -> Result<J
 }
 
 /// Keeps features from [`encode_for_cache`] in the loaded model's feature cache. Returns whether they were kept:
-/// they fit the model (its input size, three levels at strides 4, 8 and 16), were not there yet, and the
-/// cache's budget had room. The helpers must have the main worker's
-/// weights: the page drops what a helper encoded before the model last changed (`www/encoder-pool.js`).
+/// not there yet, and the cache's budget had room. Features for another input size are not kept (`false`); levels
+/// of the wrong shape, count or length are an error. The helpers must have the main worker's weights: the page
+/// drops what a helper encoded before the model last changed (`www/encoder-pool.js`).
 #[wasm_bindgen]
 pub fn cache_features(key: String, levels: js_sys::Array) -> Result<bool, JsError> {
     let key: Key = key.parse().map_err(js_err)?;
     let loaded = loaded_model()?;
-    let device = loaded.model.device();
-    let s = loaded.model.image_size();
-    if key.image_size() != s || levels.length() != 3 {
+    if key.image_size() != loaded.model.image_size() {
         return Ok(false);
     }
-    let mut backbone_fpn = Vec::new();
+    let mut numbers = Vec::new();
     for (i, level) in levels.iter().enumerate() {
-        let field = |name: &str| js_sys::Reflect::get(&level, &name.into()).map_err(|_| JsError::new("bad level"));
-        let shape: Vec<usize> = serde_wasm_bindgen::from_value(field("shape")?).map_err(|e| JsError::new(&format!("level {i}: {e}")))?;
-        let values = js_sys::Float32Array::new(&field("data")?).to_vec();
-        let side = s >> (2 + i); // strides 4, 8, 16
-        let [1, channels, h, w] = shape[..] else { return Ok(false) };
-        if (h, w) != (side, side) || values.len() != channels * h * w {
-            return Ok(false);
+        let field = |name: &str| js_sys::Reflect::get(&level, &name.into()).map_err(|_| JsError::new(&format!("feature level {i}: no {name}")));
+        let shape: Vec<usize> = serde_wasm_bindgen::from_value(field("shape")?).map_err(|e| JsError::new(&format!("feature level {i}: {e}")))?;
+        let data = field("data")?;
+        if !data.is_instance_of::<js_sys::Float32Array>() {
+            return Err(JsError::new(&format!("feature level {i}: data is not a Float32Array")));
         }
-        backbone_fpn.push(Tensor::<4>::from_data(TensorData::new(values, [1, channels, h, w]), &device));
+        numbers.push((shape, js_sys::Float32Array::from(data).to_vec()));
     }
-    Ok(loaded.features.borrow_mut().insert_ahead(key, &ImageFeatures { backbone_fpn }))
+    let features = ImageFeatures::from_levels(&loaded.model, numbers).map_err(js_err)?;
+    Ok(loaded.features.borrow_mut().insert_ahead(key, &features))
 }

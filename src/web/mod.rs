@@ -25,7 +25,7 @@ use crate::backend::{self, Preference};
 use crate::imaging;
 use crate::sam2::weights::{LoadReport, WeightsFormat, load_weights_bytes};
 use crate::selftest;
-use crate::session::feature_cache::{self, FeatureCache};
+use crate::session::feature_cache::FeatureCache;
 use state::LoadedModel;
 
 /// Runs when the module is instantiated: panics go to the console and, as a message, to the page.
@@ -91,6 +91,11 @@ pub async fn run_selftest() -> Result<JsValue, JsError> {
     to_js(&result)
 }
 
+/// The page's feature cache: 32 slices at 512 px, 8 at 1024. Half the CLI's, so that the worker's wasm memory
+/// while propagating 100 slices at 512 stays near 512 MiB beyond the volume (weights ~150 MiB, the slices as
+/// 8-bit RGB 75 MiB, the encoder's working memory); the helpers only need a few slices ahead of the run.
+const PAGE_FEATURE_CACHE_BYTES: usize = 128 << 20;
+
 /// The core's input limits (`imaging::MAX_SIDE`, `MAX_SLICES`, `MAX_VALUES`), so that the page refuses an
 /// oversized volume up front (`www/limits.js`) with the same numbers the readers enforce, never a copy of them.
 #[wasm_bindgen]
@@ -99,7 +104,7 @@ pub fn limits() -> Result<JsValue, JsError> {
         "maxSide": imaging::MAX_SIDE,
         "maxSlices": imaging::MAX_SLICES,
         "maxValues": imaging::MAX_VALUES,
-        "featureCacheBytes": feature_cache::DEFAULT_BUDGET_BYTES,
+        "featureCacheBytes": PAGE_FEATURE_CACHE_BYTES,
     }))
 }
 
@@ -123,7 +128,7 @@ pub fn load_sam2(bytes: Vec<u8>, name: String, overrides: Vec<String>) -> Result
     let (model, config, report) = weights.into_model(&overrides, &device).map_err(|e| JsError::new(&e))?;
     let image_size = config.image_size;
     state::with_mut(|s| {
-        let features = FeatureCache::shared(feature_cache::DEFAULT_BUDGET_BYTES);
+        let features = FeatureCache::shared(PAGE_FEATURE_CACHE_BYTES);
         s.model = Some(LoadedModel { model, config, name, features });
         s.adapted = None;
     });
