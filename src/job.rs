@@ -17,6 +17,7 @@ use crate::report::{InputInfo, PROMPT_FREE_MODE, PromptFreeReport, RunReport, Se
 use crate::sam2::Sam2Base;
 use crate::session::bank_snapshot::StepBank;
 use crate::session::feature_cache::SharedFeatureCache;
+use crate::session::slice_prompt::SlicePrompt;
 use crate::session::{MemoryOptions, Mode, Session, Support, label_map, read_f32};
 
 /// A volume to segment and how.
@@ -41,6 +42,8 @@ pub enum Method<'a> {
 /// The few-shot inputs: masks drawn on the volume's own slices and supports from anywhere.
 pub struct Prompts {
     pub drawn: Vec<DrawnMask>,
+    /// Clicks and boxes on the volume's slices: conditioning frames, after any mask drawn there.
+    pub clicks: Vec<SlicePrompt>,
     /// Use the drawn masks as supports (inserted before `Placement`, or alone in [`Mode::SupportsOnly`]) rather
     /// than as conditioning frames on their own slices.
     pub drawn_as_supports: bool,
@@ -144,6 +147,7 @@ async fn few_shot(
         classes,
         supports: p.support_names,
         drawn_slices: p.drawn_slices,
+        prompts: p.prompts,
         frames_encoded: t.frames_encoded,
         seconds: seconds(),
         outputs: Vec::new(),
@@ -188,15 +192,17 @@ struct Prepared {
     keep_logits: bool,
     support_names: Vec<String>,
     drawn_slices: Vec<usize>,
+    prompts: Vec<SlicePrompt>,
 }
 
 fn prepare(slices: Vec<RgbImage>, p: Prompts) -> Result<Prepared, String> {
-    if p.drawn.is_empty() && p.supports.is_empty() {
-        return Err("no mask and no support: draw a mask on at least one slice or add a support".into());
+    if p.drawn.is_empty() && p.supports.is_empty() && p.clicks.is_empty() {
+        return Err("no mask, no support and no click: draw a mask or click on at least one slice, or add a support".into());
     }
     let classes = p.classes.unwrap_or_else(|| {
         let maps = p.drawn.iter().map(|d| &d.labels).chain(p.supports.iter().map(|s| &s.labels));
-        distinct_labels(maps.flat_map(|m| m.as_raw()))
+        let prompted = p.clicks.iter().map(|c| &c.class);
+        distinct_labels(maps.flat_map(|m| m.as_raw()).chain(prompted))
     });
     let mut session = Session::new(slices, classes)?;
     if let Some(cache) = p.feature_cache {
@@ -216,7 +222,11 @@ fn prepare(slices: Vec<RgbImage>, p: Prompts) -> Result<Prepared, String> {
         support_names.push(support.name.clone());
         session.add_support(support)?;
     }
-    Ok(Prepared { session, mode: p.mode, memory: p.memory, keep_logits: p.keep_logits, support_names, drawn_slices })
+    for prompt in &p.clicks {
+        session.add_query_prompt(prompt.clone())?;
+    }
+    let prompts = p.clicks;
+    Ok(Prepared { session, mode: p.mode, memory: p.memory, keep_logits: p.keep_logits, support_names, drawn_slices, prompts })
 }
 
 /// What tracking a session over its slices gives.

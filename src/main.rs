@@ -11,6 +11,7 @@ use memseg::eval::EvalRequest;
 use memseg::imaging::Modality;
 use memseg::sam2::Sam2Config;
 use memseg::segment::{PromptFreeRequest, SegmentRequest, VolumeArgs};
+use memseg::session::slice_prompt::SlicePrompt;
 use memseg::session::{MemoryOptions, Mode, Placement};
 
 #[derive(Parser)]
@@ -95,6 +96,14 @@ struct SegmentArgs {
     /// A mask drawn on a query slice, INDEX=MASK.png (0-based; 0 is background, other values are classes). Repeatable.
     #[arg(long = "mask", value_parser = parse_mask)]
     masks: Vec<(usize, PathBuf)>,
+    /// Clicks on a query slice, INDEX[:CLASS]=X,Y,LABEL[;X,Y,LABEL...] in the slice's pixels (LABEL 1: the
+    /// object, 0: background; CLASS 1 when left out), applied one after another as a user clicks. Repeatable.
+    #[arg(long = "points", value_parser = SlicePrompt::parse_points)]
+    points: Vec<SlicePrompt>,
+    /// A box on a query slice, INDEX[:CLASS]=X0,Y0,X1,Y1 in the slice's pixels (one per slice and class; the
+    /// slice's clicks for that class refine it). Repeatable.
+    #[arg(long = "box", value_parser = SlicePrompt::parse_box)]
+    boxes: Vec<SlicePrompt>,
     /// An external support, IMAGE=MASK.png (another slice, volume or patient). Repeatable.
     #[arg(long = "support", value_parser = parse_support)]
     supports: Vec<(PathBuf, PathBuf)>,
@@ -358,8 +367,8 @@ fn run(cli: Cli) -> Result<(), String> {
         Command::Bench(BenchCommand::MemoryAttention(args)) => serde_json::to_string_pretty(&bench_memory_attention(args)?),
         Command::Bench(BenchCommand::Propagate(args)) => serde_json::to_string_pretty(&bench_propagate(args)?),
         Command::Segment(args) if args.adapter.is_some() => {
-            if !args.masks.is_empty() || !args.supports.is_empty() {
-                return Err("--adapter segments prompt-free: give no --mask or --support".into());
+            if !args.masks.is_empty() || !args.supports.is_empty() || !args.points.is_empty() || !args.boxes.is_empty() {
+                return Err("--adapter segments prompt-free: give no --mask, --support, --points or --box".into());
             }
             if args.save_logits || args.classes.is_some() {
                 return Err("--adapter segments the adapter's own classes: --classes and --save-logits do not apply".into());
@@ -374,6 +383,7 @@ fn run(cli: Cli) -> Result<(), String> {
                 mode: parse_mode(&args.mode, &args.support_at)?,
                 memory: args.memory.options(),
                 masks: args.masks.clone(),
+                prompts: args.boxes.iter().chain(&args.points).cloned().collect(),
                 supports: args.supports.clone(),
                 classes: args.classes.clone(),
                 save_logits: args.save_logits,

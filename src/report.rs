@@ -5,6 +5,7 @@
 use serde::Serialize;
 
 use crate::imaging::{self, Volume, intensity};
+use crate::session::slice_prompt::SlicePrompt;
 use crate::session::{MemoryOptions, Mode};
 
 /// `report.json`.
@@ -19,6 +20,9 @@ pub struct SegmentReport {
     pub classes: Vec<u8>,
     pub supports: Vec<String>,
     pub drawn_slices: Vec<usize>,
+    /// Clicks and boxes given on query slices, as they conditioned the run.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub prompts: Vec<SlicePrompt>,
     /// Query slices in the order they were produced (a drawn slice can appear twice: both passes).
     pub order: Vec<usize>,
     /// Image-encoder runs: one per slice and support, whatever the number of classes.

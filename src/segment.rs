@@ -25,6 +25,7 @@ use crate::job::{DrawnMask, Finished, Job, Method, Outcome, Prompts, StepEvent};
 use crate::progress::Progress;
 use crate::prompt_free::PromptFree;
 use crate::report::{PROMPT_FREE_MODE, PromptFreeReport, RunReport, SegmentReport};
+use crate::session::slice_prompt::SlicePrompt;
 use crate::session::{MemoryOptions, Mode};
 
 /// Most distinct non-zero values a mask may hold (see `imaging::labels`).
@@ -52,6 +53,8 @@ pub struct SegmentRequest {
     pub volume: VolumeArgs,
     /// (slice index, mask file) drawn on slices of the query.
     pub masks: Vec<(usize, PathBuf)>,
+    /// Clicks and boxes on slices of the query.
+    pub prompts: Vec<SlicePrompt>,
     /// (image, mask) pairs from anywhere: the external supports.
     pub supports: Vec<(PathBuf, PathBuf)>,
     pub mode: Mode,
@@ -109,12 +112,13 @@ pub fn run(req: &SegmentRequest, device: &burn::tensor::Device) -> Result<Segmen
         .map(|(slice, path)| Ok(DrawnMask { slice: *slice, name: path.display().to_string(), labels: files::read_mask(path, w, h)? }))
         .collect::<Result<Vec<_>, String>>()?;
     let supports = files::read_supports(&req.supports, &p.mapping)?;
-    if drawn.is_empty() && supports.is_empty() {
-        return Err("give at least one mask (--mask INDEX=MASK.png) or support (--support IMAGE=MASK.png)".into());
+    if drawn.is_empty() && supports.is_empty() && req.prompts.is_empty() {
+        return Err("give at least one mask (--mask INDEX=MASK.png), support (--support IMAGE=MASK.png), or clicks or a box (--points, --box)".into());
     }
     let (model, _) = files::load_model(&args.weights, &args.overrides, device)?;
     let prompts = Prompts {
         drawn,
+        clicks: req.prompts.clone(),
         drawn_as_supports: false,
         supports,
         classes: req.classes.clone(),

@@ -36,6 +36,7 @@ fn mask(fx: &VideoFixture) -> GrayImage {
 fn prompts(fx: &VideoFixture, drawn_as_supports: bool) -> Prompts {
     Prompts {
         drawn: vec![DrawnMask { slice: 3, name: "frame 3".into(), labels: mask(fx) }],
+        clicks: Vec::new(),
         drawn_as_supports,
         supports: Vec::new(),
         classes: None,
@@ -141,7 +142,7 @@ fn a_job_stops_when_its_callback_says_so_and_drawn_masks_can_be_supports() {
     let job = Job { volume: &volume, mapping: Intensity::Identity, truth: None, weights: "w".into(), method: Method::FewShot { model: &model, prompts: empty } };
     let mut never = async |_: StepEvent<'_>| -> Result<bool, String> { panic!("no step without a prompt") };
     let Err(e) = pollster::block_on(job.run(&mut never, || 0.0)) else { panic!("a job with no prompt is refused") };
-    assert!(e.contains("no mask and no support"), "{e}");
+    assert!(e.contains("no mask, no support and no click"), "{e}");
 }
 
 #[test]
@@ -199,6 +200,7 @@ fn a_rerun_through_the_feature_cache_encodes_nothing_seen_and_gives_the_same_lab
 fn corrected_prompts(p: &Prompts) -> Prompts {
     Prompts {
         drawn: p.drawn.iter().map(|d| DrawnMask { slice: d.slice, name: d.name.clone(), labels: d.labels.clone() }).collect(),
+        clicks: Vec::new(),
         drawn_as_supports: p.drawn_as_supports,
         supports: Vec::new(),
         classes: None,

@@ -1,5 +1,6 @@
 //! `memseg segment` and `memseg eval` end to end, through the built binary on the Flex CPU backend:
-//! - the logits written for Meta's video-predictor fixtures match Meta's (the memory issue's tolerance);
+//! - the logits written for Meta's video-predictor fixtures match Meta's (the memory issue's tolerance), from
+//!   masks (`--mask`), clicks (`--points`) and a box (`--box`);
 //! - a synthetic CT volume (NIfTI, known labels) goes through `segment` and `eval`, and the outputs' geometry
 //!   and reports are checked against the inputs;
 //! - bad inputs give a clear error naming the file, a non-zero exit, no panic and no output folder.
@@ -50,8 +51,27 @@ fn fixture_inputs(fx: &VideoFixture, dir: &Path) -> Vec<String> {
     }
     let checkpoint = fixtures().join(fx.meta["checkpoint"].as_str().unwrap());
     let mut args = vec!["segment".into(), "--weights".into(), s(&checkpoint).into(), "--frames".into(), s(&frames).into()];
+    let mut clicked = std::collections::HashSet::new();
     for prompt in fx.meta["prompts"].as_array().unwrap() {
         let frame = prompt["frame"].as_u64().unwrap() as usize;
+        let numbers = |key: &str| -> Vec<String> { prompt[key].as_array().unwrap().iter().map(|v| v.to_string()).collect() };
+        match prompt["kind"].as_str().unwrap() {
+            "mask" => {}
+            "box" => {
+                args.extend(["--box".into(), format!("{frame}={}", numbers("box").join(","))]);
+                continue;
+            }
+            "points" => {
+                // The CLI appends a slice's clicks one call at a time, clearing only before the first.
+                assert_eq!(prompt["clear_old_points"].as_bool().unwrap(), clicked.insert(frame), "a fixture the CLI can express");
+                let points: Vec<[f32; 2]> = serde_json::from_value(prompt["points"].clone()).unwrap();
+                let labels: Vec<i32> = serde_json::from_value(prompt["labels"].clone()).unwrap();
+                assert_eq!(points.len(), 1, "one click per call, as the CLI replays them");
+                args.extend(["--points".into(), format!("{frame}={},{},{}", points[0][0], points[0][1], labels[0])]);
+                continue;
+            }
+            other => panic!("unknown prompt kind {other}"),
+        }
         let (_, mask) = fx.tensor(&format!("prompt.{frame}.mask")).unwrap();
         let path = dir.join(format!("mask{frame}.png"));
         let pixels = mask.iter().map(|&v| if v > 0.5 { 255 } else { 0 }).collect();
@@ -66,7 +86,8 @@ fn fixture_inputs(fx: &VideoFixture, dir: &Path) -> Vec<String> {
 
 #[test]
 fn segment_logits_match_metas_video_predictor() {
-    for name in ["tiny21_reduced_128.mid", "tiny21_reduced_256.mid", "tiny20_reduced_128.mid"] {
+    let names = ["tiny21_reduced_128.mid", "tiny21_reduced_256.mid", "tiny20_reduced_128.mid", "tiny21_reduced_128.click", "tiny21_reduced_128.box"];
+    for name in names {
         let fx = VideoFixture::open(&fixtures().join(format!("{name}.video.safetensors")));
         let dir = scratch(name);
         let out = dir.join("out");
@@ -103,6 +124,9 @@ fn segment_logits_match_metas_video_predictor() {
         let order: Vec<usize> = serde_json::from_value(report["order"].clone()).unwrap();
         let meta_order: Vec<usize> = fx.meta["passes"].as_array().unwrap().iter().flat_map(|p| serde_json::from_value::<Vec<usize>>(p["order"].clone()).unwrap()).collect();
         assert_eq!(order, meta_order, "{name}: Meta's propagate_in_video order");
+        let prompted = fx.meta["prompts"].as_array().unwrap().iter().filter(|p| p["kind"] != "mask").count();
+        let clicks = report["prompts"].as_array().map_or(0, |p| p.iter().map(|p| p["clicks"].as_array().map_or(1, Vec::len)).sum());
+        assert_eq!(clicks, prompted, "{name}: report.json lists the clicks and boxes");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
@@ -420,6 +444,15 @@ fn bad_inputs_are_refused_with_clear_errors() {
     refused("missing", &args(&["--frames", "/nonexistent/dir", "--mask", &format!("1={good}")]), "/nonexistent/dir", "");
     refused("nifti", &args(&["--frames", s(&broken_nifti), "--mask", &format!("1={good}")]), "broken.nii", "");
     refused("no prompt", &args(&["--frames", &fr]), "--mask", "");
+    // Clicks and boxes (the slices are 32x24).
+    refused("click off", &args(&["--frames", &fr, "--points", "1=32,5,1"]), "(32, 5)", "not inside the 32x24 slice");
+    refused("box inverted", &args(&["--frames", &fr, "--box", "1=20,2,10,20"]), "box", "empty or inverted");
+    refused("box empty", &args(&["--frames", &fr, "--box", "1=10,2,10,20"]), "box", "empty or inverted");
+    refused("label", &args(&["--frames", &fr, "--points", "1=5,5,2"]), "--points", "the label is 2");
+    refused("click range", &args(&["--frames", &fr, "--points", "7=5,5,1"]), "slice 7", "out of range");
+    refused("class", &args(&["--frames", &fr, "--classes", "1", "--points", "1=5,5,1", "--points", "2:3=5,5,1"]), "class 3", "not among the classes");
+    refused("two boxes", &args(&["--frames", &fr, "--box", "1=1,1,9,9", "--box", "1=2,2,8,8"]), "slice 1", "one box per slice");
+    refused("supports-only", &args(&["--frames", &fr, "--mode", "supports-only", "--points", "2=5,5,1"]), "clicks", "propagate mode");
     // The image given as its own ground truth: refused, as the page refuses it (values outside 0..=255 or not
     // whole are no labels), not rounded and clamped into labels.
     let image_as_truth = dir.join("image.nii");

@@ -35,6 +35,7 @@ pub mod bank_snapshot;
 pub mod feature_cache;
 mod propagate;
 mod sgp;
+pub mod slice_prompt;
 mod supports_only;
 
 use bank_snapshot::StepBank;
@@ -123,6 +124,8 @@ pub struct Session {
     pub(super) query: Rc<Vec<RgbImage>>,
     /// Masks drawn on query slices: (slice, label map).
     pub(super) query_masks: Vec<(usize, GrayImage)>,
+    /// Clicks and boxes on query slices, one per slice and class ([`slice_prompt`]).
+    pub(super) query_prompts: Vec<slice_prompt::SlicePrompt>,
     /// Encoder features kept from earlier runs of the same model ([`feature_cache`]).
     pub(super) features: Option<SharedFeatureCache>,
 }
@@ -139,7 +142,7 @@ impl Session {
         if classes.is_empty() || classes.contains(&0) {
             return Err("give one or more classes (label values 1..=255)".into());
         }
-        Ok(Self { classes, supports: Vec::new(), query: Rc::new(query), query_masks: Vec::new(), features: None })
+        Ok(Self { classes, supports: Vec::new(), query: Rc::new(query), query_masks: Vec::new(), query_prompts: Vec::new(), features: None })
     }
 
     pub fn num_slices(&self) -> usize {
@@ -184,10 +187,8 @@ impl Session {
     /// Starts a run. Errors when a class has no mask anywhere, or the mode does not fit the prompts.
     pub async fn start<'m>(&self, model: &'m Sam2Base, mode: Mode, memory: MemoryOptions) -> Result<Run<'m>, String> {
         for (object, &class) in self.classes.iter().enumerate() {
-            let in_supports = self.supports.iter().any(|s| has_class(&s.labels, class));
-            let in_query = self.query_masks.iter().any(|(_, l)| has_class(l, class));
-            if !in_supports && !in_query {
-                return Err(format!("class {class} (object {object}) has no pixel in any support or drawn mask"));
+            if !self.class_is_given(class) {
+                return Err(format!("class {class} (object {object}) has no pixel in any support or drawn mask, and no click or box"));
             }
         }
         if let Some(cache) = &self.features {
@@ -197,6 +198,9 @@ impl Session {
             Mode::SupportsOnly => {
                 if !self.query_masks.is_empty() {
                     return Err("masks drawn on query slices need the propagate mode".into());
+                }
+                if !self.query_prompts.is_empty() {
+                    return Err("clicks and boxes on query slices need the propagate mode".into());
                 }
                 if memory.similarity_eviction {
                     return Err("similarity eviction applies to tracked memories: use it with the propagate mode".into());

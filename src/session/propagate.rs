@@ -101,8 +101,8 @@ impl<'m> PropagateRun<'m> {
             Placement::Index(i) if i <= n => i,
             Placement::Index(i) => return Err(format!("supports cannot be placed at slice {i}: the query has {n} slices")),
         };
-        if session.supports.is_empty() && session.query_masks.is_empty() {
-            return Err("give a support or a mask drawn on a query slice".into());
+        if session.supports.is_empty() && session.query_masks.is_empty() && session.query_prompts.is_empty() {
+            return Err("give a support, a mask drawn on a query slice, or clicks or a box".into());
         }
         let ChosenSupports { supports, ids: support_ids, scores: support_scores, encoded: extra_encoded } =
             Self::choose_supports(session, model, at, memory).await?;
@@ -131,6 +131,13 @@ impl<'m> PropagateRun<'m> {
                     predictor.add_new_mask(frame, object, class_mask(labels, class, &device))?;
                 }
             }
+        }
+        // Clicks and boxes after the masks: on a painted slice they refine the class's mask.
+        let (w, h) = session.query[0].dimensions();
+        for p in &session.query_prompts {
+            let frame = if p.slice < at { p.slice } else { p.slice + supports.len() };
+            let object = session.classes.iter().position(|&c| c == p.class).ok_or("a prompt for an unknown class")?;
+            p.apply(&mut predictor, frame, object, [w as usize, h as usize])?;
         }
         let forward = predictor.begin_propagation(None, None, false)?;
         let start = predictor.first_conditioning_frame().expect("prompts added");

@@ -88,7 +88,7 @@ pub async fn run_segmentation(
         similarity_eviction: options.similarity_eviction,
     };
     let feature_cache = Some(model.features.clone());
-    let prompts = Prompts { drawn, drawn_as_supports, supports, classes: Some(options.classes), mode, memory, keep_logits: false, feature_cache };
+    let prompts = Prompts { drawn, clicks: Vec::new(), drawn_as_supports, supports, classes: Some(options.classes), mode, memory, keep_logits: false, feature_cache };
     let method = Method::FewShot { model: &model.model, prompts };
     run_job(&loaded, mapping, model.name.clone(), method, &on_step).await
 }

@@ -1,0 +1,215 @@
+//! Clicks and boxes on a query slice, SAM's prompts: what a user gives to see a mask at once, and what then
+//! conditions a propagation the way Meta's video predictor treats a frame with points or a box (not as a
+//! painted mask).
+//!
+//! A slice's prompt for one class is replayed in a fixed order through `add_new_points_or_box`: the box first
+//! (Meta's rule: a box comes with the earlier clicks cleared), then each click on its own call, appended to
+//! the ones before. Each call after the first takes the previous output's logits as its mask prompt, as when
+//! a user clicks one point after another; so the page (one call per click, feedback after each) and the CLI
+//! (the whole list at once) give the same mask. A mask painted for the same class on the same slice goes in
+//! first: the clicks then refine it.
+
+use serde::{Deserialize, Serialize};
+
+use super::{Session, has_class};
+use crate::sam2::video_predictor::VideoPredictor;
+use crate::sam2::sam2_base::SamOutput;
+
+/// Most clicks on one slice for one class (Meta's demo caps nothing; this keeps a prompt's replay short).
+pub const MAX_CLICKS: usize = 64;
+
+/// One click in the slice's pixels: on the object (`positive`) or on the background.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Click {
+    pub x: f32,
+    pub y: f32,
+    pub positive: bool,
+}
+
+/// A class's box and clicks on one query slice, in the slice's pixels: x right, y down, (0, 0) the top-left
+/// pixel, scaled by the slice's size to the model's input as Meta's `normalize_coords` does.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SlicePrompt {
+    pub slice: usize,
+    pub class: u8,
+    /// `[x0, y0, x1, y1]`, top-left and bottom-right corners.
+    #[serde(rename = "box", default, skip_serializing_if = "Option::is_none")]
+    pub bbox: Option<[f32; 4]>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub clicks: Vec<Click>,
+}
+
+impl SlicePrompt {
+    /// Refuses what Meta's predictor would take but no user means: nothing given, a point off the slice, an
+    /// empty or inverted box, too many clicks. `width` and `height` are the slice's.
+    pub fn check(&self, width: usize, height: usize) -> Result<(), String> {
+        let at = format!("slice {}, class {}", self.slice, self.class);
+        if self.bbox.is_none() && self.clicks.is_empty() {
+            return Err(format!("{at}: give a box or at least one click"));
+        }
+        if self.clicks.len() > MAX_CLICKS {
+            return Err(format!("{at}: {} clicks; at most {MAX_CLICKS} on one slice for one class", self.clicks.len()));
+        }
+        let (w, h) = (width as f32, height as f32);
+        // A click is on a pixel (0 <= x < width); a box's corners may lie on the slice's far edges.
+        let on_pixel = |x: f32, y: f32| (0.0..w).contains(&x) && (0.0..h).contains(&y);
+        let on_slice = |x: f32, y: f32| (0.0..=w).contains(&x) && (0.0..=h).contains(&y);
+        if let Some([x0, y0, x1, y1]) = self.bbox {
+            if !on_slice(x0, y0) || !on_slice(x1, y1) {
+                return Err(format!("{at}: the box [{x0}, {y0}, {x1}, {y1}] is not inside the {width}x{height} slice"));
+            }
+            if x1 <= x0 || y1 <= y0 {
+                return Err(format!("{at}: the box [{x0}, {y0}, {x1}, {y1}] is empty or inverted (give x0 < x1 and y0 < y1)"));
+            }
+        }
+        if let Some(c) = self.clicks.iter().find(|c| !on_pixel(c.x, c.y)) {
+            return Err(format!("{at}: the click ({}, {}) is not inside the {width}x{height} slice", c.x, c.y));
+        }
+        Ok(())
+    }
+
+    /// Replays the prompt on `frame` for `object` (see the module's order); returns the last call's output.
+    pub fn apply(&self, predictor: &mut VideoPredictor, frame: usize, object: usize, frame_size: [usize; 2]) -> Result<SamOutput, String> {
+        let mut out = None;
+        if let Some(b) = self.bbox {
+            out = Some(predictor.add_new_points_or_box(frame, object, &[], &[], Some(b), true, frame_size)?);
+        }
+        for (i, c) in self.clicks.iter().enumerate() {
+            let clear = i == 0 && self.bbox.is_none();
+            let label = i32::from(c.positive);
+            out = Some(predictor.add_new_points_or_box(frame, object, &[[c.x, c.y]], &[label], None, clear, frame_size)?);
+        }
+        out.ok_or_else(|| format!("slice {}, class {}: give a box or at least one click", self.slice, self.class))
+    }
+}
+
+/// `memseg segment --points` and `--box` values: `INDEX[:CLASS]=...` (class 1 when left out).
+impl SlicePrompt {
+    /// `INDEX[:CLASS]=X,Y,LABEL[;X,Y,LABEL...]`, LABEL 1 for the object and 0 for the background.
+    pub fn parse_points(spec: &str) -> Result<Self, String> {
+        let (mut prompt, values) = Self::parse_target(spec, "INDEX[:CLASS]=X,Y,LABEL[;X,Y,LABEL...]")?;
+        for click in values.split(';') {
+            let [x, y, label] = numbers::<3>(click).map_err(|e| format!("click '{click}': {e} (expected X,Y,LABEL)"))?;
+            let positive = match label {
+                1.0 => true,
+                0.0 => false,
+                _ => return Err(format!("click '{click}': the label is {label}; 1 marks the object, 0 the background")),
+            };
+            prompt.clicks.push(Click { x, y, positive });
+        }
+        Ok(prompt)
+    }
+
+    /// `INDEX[:CLASS]=X0,Y0,X1,Y1`.
+    pub fn parse_box(spec: &str) -> Result<Self, String> {
+        let (mut prompt, values) = Self::parse_target(spec, "INDEX[:CLASS]=X0,Y0,X1,Y1")?;
+        prompt.bbox = Some(numbers::<4>(values).map_err(|e| format!("box '{values}': {e} (expected X0,Y0,X1,Y1)"))?);
+        Ok(prompt)
+    }
+
+    /// The slice and class before `=`, and what follows it.
+    fn parse_target<'a>(spec: &'a str, form: &str) -> Result<(Self, &'a str), String> {
+        let (target, values) = spec.split_once('=').ok_or_else(|| format!("expected {form}"))?;
+        let (index, class) = target.split_once(':').unwrap_or((target, "1"));
+        let slice = index.trim().parse().map_err(|e| format!("slice index '{index}': {e}"))?;
+        let class = match class.trim().parse::<u8>() {
+            Ok(c) if c > 0 => c,
+            _ => return Err(format!("class '{class}': expected a label value 1..=255")),
+        };
+        Ok((Self { slice, class, bbox: None, clicks: Vec::new() }, values))
+    }
+}
+
+/// Exactly `N` comma-separated finite numbers.
+fn numbers<const N: usize>(text: &str) -> Result<[f32; N], String> {
+    let values: Vec<f32> = text.split(',').map(|v| v.trim().parse::<f32>().map_err(|_| format!("'{}' is not a number", v.trim()))).collect::<Result<_, _>>()?;
+    let values: [f32; N] = values.try_into().map_err(|v: Vec<f32>| format!("{} numbers where {N} are needed", v.len()))?;
+    match values.iter().find(|v| !v.is_finite()) {
+        Some(v) => Err(format!("{v} is not a finite number")),
+        None => Ok(values),
+    }
+}
+
+impl Session {
+    /// Clicks and a box on query slice `prompt.slice` for one of the session's classes: that slice becomes a
+    /// conditioning frame for the class ([`super::Mode::Propagate`]). A second prompt for the same slice and
+    /// class adds its clicks after the first's (and may give the box if the first had none).
+    pub fn add_query_prompt(&mut self, prompt: SlicePrompt) -> Result<(), String> {
+        let image = self.query_slice(prompt.slice, &format!("the prompt on slice {}", prompt.slice))?;
+        let (w, h) = image.dimensions();
+        prompt.check(w as usize, h as usize)?;
+        if !self.classes.contains(&prompt.class) {
+            return Err(format!("slice {}: a prompt for class {}, which is not among the classes {:?}", prompt.slice, prompt.class, self.classes));
+        }
+        let same = |p: &&mut SlicePrompt| p.slice == prompt.slice && p.class == prompt.class;
+        match self.query_prompts.iter_mut().find(same) {
+            None => self.query_prompts.push(prompt),
+            Some(p) if p.bbox.is_some() && prompt.bbox.is_some() => {
+                return Err(format!("slice {}, class {}: one box per slice and class", prompt.slice, prompt.class));
+            }
+            Some(p) => {
+                p.bbox = p.bbox.or(prompt.bbox);
+                p.clicks.extend(prompt.clicks);
+                p.check(w as usize, h as usize)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether `class` has a mask or a prompt anywhere (supports, drawn masks, clicks and boxes).
+    pub(super) fn class_is_given(&self, class: u8) -> bool {
+        self.supports.iter().any(|s| has_class(&s.labels, class))
+            || self.query_masks.iter().any(|(_, l)| has_class(l, class))
+            || self.query_prompts.iter().any(|p| p.class == class)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prompt(bbox: Option<[f32; 4]>, clicks: &[(f32, f32, bool)]) -> SlicePrompt {
+        let clicks = clicks.iter().map(|&(x, y, positive)| Click { x, y, positive }).collect();
+        SlicePrompt { slice: 2, class: 1, bbox, clicks }
+    }
+
+    #[test]
+    fn a_prompt_must_lie_on_the_slice_and_give_something() {
+        assert!(prompt(Some([1.0, 2.0, 32.0, 48.0]), &[(5.0, 5.0, true), (0.0, 47.5, false)]).check(32, 48).is_ok());
+        let err = |p: SlicePrompt| p.check(32, 48).unwrap_err();
+        assert!(err(prompt(None, &[])).contains("give a box or at least one click"));
+        assert!(err(prompt(None, &[(32.0, 5.0, true)])).contains("(32, 5) is not inside the 32x48 slice"));
+        assert!(err(prompt(None, &[(-1.0, 5.0, true)])).contains("not inside"));
+        assert!(err(prompt(None, &[(f32::NAN, 5.0, true)])).contains("not inside"));
+        assert!(err(prompt(Some([10.0, 2.0, 10.0, 40.0]), &[])).contains("empty or inverted"));
+        assert!(err(prompt(Some([20.0, 2.0, 10.0, 40.0]), &[])).contains("empty or inverted"));
+        assert!(err(prompt(Some([1.0, 2.0, 30.0, 48.5]), &[])).contains("not inside"));
+        let many = vec![(1.0, 1.0, true); MAX_CLICKS + 1];
+        assert!(err(prompt(None, &many)).contains("at most 64"));
+    }
+
+    #[test]
+    fn the_cli_forms_parse_and_bad_ones_say_why() {
+        let p = SlicePrompt::parse_points("2=5,6,1;7.5,8,0").unwrap();
+        assert_eq!(p, prompt(None, &[(5.0, 6.0, true), (7.5, 8.0, false)]));
+        let b = SlicePrompt::parse_box("12:3=1,2,30,40").unwrap();
+        assert_eq!((b.slice, b.class, b.bbox, b.clicks.len()), (12, 3, Some([1.0, 2.0, 30.0, 40.0]), 0));
+        let err = |r: Result<SlicePrompt, String>| r.unwrap_err();
+        assert!(err(SlicePrompt::parse_points("2:5,6,1")).contains("expected INDEX[:CLASS]="));
+        assert!(err(SlicePrompt::parse_points("x=5,6,1")).contains("slice index 'x'"));
+        assert!(err(SlicePrompt::parse_points("2:0=5,6,1")).contains("class '0'"));
+        assert!(err(SlicePrompt::parse_points("2=5,6,2")).contains("the label is 2"));
+        assert!(err(SlicePrompt::parse_points("2=5,6")).contains("2 numbers where 3 are needed"));
+        assert!(err(SlicePrompt::parse_points("2=5,six,1")).contains("'six' is not a number"));
+        assert!(err(SlicePrompt::parse_points("2=5,inf,1")).contains("not a finite number"));
+        assert!(err(SlicePrompt::parse_box("2=1,2,3")).contains("3 numbers where 4 are needed"));
+    }
+
+    #[test]
+    fn prompts_read_and_write_as_the_page_sends_them() {
+        let p: SlicePrompt = serde_json::from_str(r#"{"slice":2,"class":1,"box":[1,2,30,40],"clicks":[{"x":5,"y":6,"positive":false}]}"#).unwrap();
+        assert_eq!(p, prompt(Some([1.0, 2.0, 30.0, 40.0]), &[(5.0, 6.0, false)]));
+        assert_eq!(serde_json::to_value(prompt(None, &[(5.0, 6.0, true)])).unwrap(), serde_json::json!({"slice":2,"class":1,"clicks":[{"x":5.0,"y":6.0,"positive":true}]}));
+        assert!(serde_json::from_str::<SlicePrompt>(r#"{"slice":2,"class":1,"clicks":[{"x":5,"y":6,"positive":2}]}"#).is_err());
+    }
+}
