@@ -125,6 +125,16 @@ pub struct SamOutput {
     pub object_score_logits: Tensor<2>,
     /// The decoder's predicted IoU of the chosen mask `[1, 1]` (1 for a mask given by the user, as Meta sets it).
     pub iou_score: Tensor<2>,
+    /// With multimask output (a first single click): the candidates the chosen mask was picked from.
+    pub candidates: Option<Candidates>,
+}
+
+/// SAM's candidate masks for an ambiguous prompt: low-resolution logits `[1, M, S/4, S/4]` and their predicted
+/// IoUs `[1, M]`; the chosen mask is the one with the highest IoU (Meta's `_forward_sam_heads`).
+#[derive(Clone, Debug)]
+pub struct Candidates {
+    pub masks: Tensor<4>,
+    pub ious: Tensor<2>,
 }
 
 /// One frame's result (`current_out` of `track_step`).
@@ -297,19 +307,20 @@ impl Sam2Base {
         let absent = present.clone().bool_not().reshape([1, 1, 1, 1]).expand([1, m, h, w]);
         let multimasks = multimasks.mask_fill(absent, NO_OBJ_SCORE);
 
-        let (low_res_masks, token, iou_score) = if multimask_output {
+        let (low_res_masks, token, iou_score, candidates) = if multimask_output {
             // Chosen on the device (no read-back, which the browser could only do asynchronously).
             let best = ious.clone().argmax(1).reshape([1]);
             let token = if sam_tokens.dims()[1] > 1 { sam_tokens.select(1, best.clone()) } else { sam_tokens.narrow(1, 0, 1) };
-            (multimasks.select(1, best.clone()), token, ious.select(1, best))
+            let candidates = Candidates { masks: multimasks.clone(), ious: ious.clone() };
+            (multimasks.select(1, best.clone()), token, ious.select(1, best), Some(candidates))
         } else {
-            (multimasks, sam_tokens.narrow(1, 0, 1), ious.narrow(1, 0, 1))
+            (multimasks, sam_tokens.narrow(1, 0, 1), ious.narrow(1, 0, 1), None)
         };
         let high_res_masks = interpolate::bilinear(low_res_masks.clone(), [self.image_size; 2], false);
         let obj_ptr = self.obj_ptr_proj.forward(token.squeeze_dim::<2>(1));
         let lambda = present.float();
         let obj_ptr = self.mix_no_obj_ptr(obj_ptr, lambda);
-        SamOutput { low_res_masks, high_res_masks, obj_ptr, object_score_logits, iou_score }
+        SamOutput { low_res_masks, high_res_masks, obj_ptr, object_score_logits, iou_score, candidates }
     }
 
     /// `fixed_no_obj_ptr`: `lambda * ptr + (1 - lambda) * no_obj_ptr`, `lambda` 1 when the object is present.
@@ -331,7 +342,7 @@ impl Sam2Base {
         let object_score_logits = present.clone().mul_scalar(20.0).add_scalar(-10.0);
         let obj_ptr = self.mix_no_obj_ptr(heads.obj_ptr, present);
         let iou_score = Tensor::ones([1, 1], &obj_ptr.device());
-        SamOutput { low_res_masks, high_res_masks, obj_ptr, object_score_logits, iou_score }
+        SamOutput { low_res_masks, high_res_masks, obj_ptr, object_score_logits, iou_score, candidates: None }
     }
 
     /// `_prepare_memory_conditioned_features`: the frame's image embedding attended to the memory bank.

@@ -9,11 +9,15 @@
 //! (the whole list at once) give the same mask. A mask painted for the same class on the same slice goes in
 //! first: the clicks then refine it.
 
+use burn::tensor::Tensor;
+use image::{GrayImage, RgbImage};
 use serde::{Deserialize, Serialize};
 
-use super::{Session, has_class};
-use crate::sam2::video_predictor::VideoPredictor;
-use crate::sam2::sam2_base::SamOutput;
+use super::feature_cache::{SharedFeatureCache, encode};
+use super::{Session, class_mask, has_class};
+use crate::sam2::sam2_base::{ImageFeatures, SamOutput};
+use crate::sam2::video_predictor::{FrameSource, VideoPredictor};
+use crate::sam2::Sam2Base;
 
 /// Most clicks on one slice for one class (Meta's demo caps nothing; this keeps a prompt's replay short).
 pub const MAX_CLICKS: usize = 64;
@@ -81,6 +85,56 @@ impl SlicePrompt {
         }
         out.ok_or_else(|| format!("slice {}, class {}: give a box or at least one click", self.slice, self.class))
     }
+}
+
+/// One slice as a video of one frame, its features through the feature cache.
+struct OneSlice<'a> {
+    image: &'a RgbImage,
+    cache: Option<&'a SharedFeatureCache>,
+}
+
+impl FrameSource for OneSlice<'_> {
+    fn num_frames(&self) -> usize {
+        1
+    }
+
+    fn frame(&self, _: usize) -> Result<Tensor<4>, String> {
+        Err("the slice's features come from `features`".into())
+    }
+
+    fn features(&self, model: &Sam2Base, _: usize) -> Result<(ImageFeatures, bool), String> {
+        Ok(encode(model, self.cache, self.image))
+    }
+}
+
+/// What a slice's prompt gives at once (the page's feedback): the output a propagation conditioned on it gets
+/// for that slice, computed alone. `painted` is the slice's drawn label map, whose mask of the prompt's class
+/// goes in first as in the run. The first prompt on a slice encodes it (kept in `cache`); later ones only run
+/// the prompt encoder and mask decoder, once per click. Returns the output and whether the encoder ran.
+pub fn preview(
+    model: &Sam2Base,
+    cache: Option<&SharedFeatureCache>,
+    image: &RgbImage,
+    painted: Option<&GrayImage>,
+    prompt: &SlicePrompt,
+) -> Result<(SamOutput, bool), String> {
+    let (w, h) = image.dimensions();
+    prompt.check(w as usize, h as usize)?;
+    let mut predictor = VideoPredictor::new(model, Box::new(OneSlice { image, cache }));
+    if let Some(labels) = painted.filter(|l| has_class(l, prompt.class)) {
+        if labels.dimensions() != (w, h) {
+            return Err(format!("the painted mask is {}x{} but the slice is {w}x{h}", labels.width(), labels.height()));
+        }
+        predictor.add_new_mask(0, 0, class_mask(labels, prompt.class, &model.device()))?;
+    }
+    let out = prompt.apply(&mut predictor, 0, 0, [w as usize, h as usize])?;
+    Ok((out, predictor.frames_encoded() > 0))
+}
+
+/// Low-resolution logits `[1, M, S/4, S/4]` at a slice's size `[1, M, height, width]` (bilinear, as the run's
+/// outputs): > 0 is the object.
+pub fn at_slice_size(logits: Tensor<4>, width: usize, height: usize) -> Tensor<4> {
+    crate::sam2::interpolate::bilinear(logits, [height, width], false)
 }
 
 /// `memseg segment --points` and `--box` values: `INDEX[:CLASS]=...` (class 1 when left out).
