@@ -8,6 +8,7 @@ import * as adapter from './adapter.js';
 import { checkVolumeFiles, describeEstimate, limitsUnavailable, memoryNote, setLimits } from './limits.js';
 import * as painting from './painting.js';
 import * as persistence from './persistence.js';
+import * as prompts from './prompts.js';
 import { crashRecovery } from './recovery.js';
 import * as resolution from './resolution.js';
 import { connect } from './rpc.js';
@@ -103,7 +104,20 @@ const viewer = new Viewer($('view'), {
   canPaint: () => Boolean(state.volume && state.activeClass && !state.running),
   beginStroke: painting.beginStroke,
   endStroke: painting.endStroke,
+  prompts: prompts.onSlice,
+  feedback: prompts.feedbackOn,
+  click: (z, x, y, positive) => (state.model ? prompts.click(z, x, y, positive) : needModel()),
+  box: (z, from, to) => (state.model ? prompts.box(z, from, to) : needModel()),
 });
+
+const needModel = () => status('prompt-status', 'Load a model first: clicks and boxes get SAM\'s answer at once.', 'error');
+
+/** Every prompt's feedback asked for again (a model loaded: the feedback is the model's). */
+function refreshPrompts() {
+  state.feedback.clear();
+  if (state.model) for (const p of state.prompts.values()) prompts.refresh(p);
+  viewer.draw();
+}
 
 let shown = 0; // the latest slice request, so that a slow answer never replaces a newer one
 async function showSlice(next) {
@@ -128,6 +142,7 @@ async function volumeLoaded(meta) {
   runner.teaching.clear();
   state.drawn.clear();
   state.history.clear();
+  prompts.restore([]);
   state.results = [];
   const [sx, sy, sz] = meta.spacing_mm.map((v) => +v.toFixed(3));
   status('volume-status', `${meta.source}: ${meta.width}×${meta.height}, ${meta.slices} slices, ${sx}×${sy}×${sz} mm, ${meta.modality === 'other' ? 'modality not given' : meta.modality.toUpperCase()}; ${memoryNote(meta)}.`, 'ok');
@@ -144,6 +159,7 @@ async function volumeLoaded(meta) {
   inputs.volumeChanged();
   painting.renderClasses();
   runner.renderResults();
+  refreshPrompts();
   showSlice(Math.floor(meta.slices / 2));
 }
 
@@ -183,16 +199,23 @@ function updateControls() {
   const { z } = state;
   const h = state.history.get(z);
   const busy = state.running;
-  $('undo').disabled = busy || !h?.undo.length;
-  $('redo').disabled = busy || !h?.redo.length;
+  const prompting = tool() === 'prompt';
+  $('undo').disabled = busy || (prompting ? !prompts.canUndo(z, 'undo') : !h?.undo.length);
+  $('redo').disabled = busy || (prompting ? !prompts.canUndo(z, 'redo') : !h?.redo.length);
   $('clear-slice').disabled = busy || !state.drawn.has(z);
+  $('clear-prompts').disabled = busy || !prompts.onSlice(z).length;
+  $('prompt-panel').hidden = !prompting;
+  prompts.renderChoices();
   $('forget-work').disabled = busy || !state.volume;
   $('correct-slice').disabled = busy || !state.results[z];
   const { masks } = painting.paintedMasks();
-  $('drawn-status').textContent = masks.length
-    ? `Painted: slice${masks.length > 1 ? 's' : ''} ${masks.map((m) => m.slice + 1).join(', ')}.`
-    : 'Paint the structure on one or more slices with the brush.';
-  $('run').disabled = busy || !state.model || !state.volume || (adapter.selected() ? !adapter.info() : !masks.length && !inputs.count());
+  const clicked = [...new Set(prompts.runPrompts().map((p) => p.slice + 1))];
+  const given = [masks.length && `painted: slice${masks.length > 1 ? 's' : ''} ${masks.map((m) => m.slice + 1).join(', ')}`,
+    clicked.length && `clicks or a box on slice${clicked.length > 1 ? 's' : ''} ${clicked.join(', ')}`].filter(Boolean);
+  $('drawn-status').textContent = given.length ? `${given.join('; ')}.`.replace(/^./, (c) => c.toUpperCase())
+    : 'Paint the structure on one or more slices with the brush, or click on it with the click / box tool.';
+  const prompted = masks.length || clicked.length;
+  $('run').disabled = busy || !state.model || !state.volume || (adapter.selected() ? !adapter.info() : !prompted && !inputs.count());
   $('run').hidden = busy;
   $('cancel').hidden = !busy;
   for (const id of Object.keys(runner.exporters)) $(id).disabled = busy || !state.lastRun;
@@ -200,12 +223,13 @@ function updateControls() {
   $('viewer-empty').hidden = Boolean(state.volume);
   if (state.volume) {
     const name = state.volume.slice_names[z];
-    $('slice-label').textContent = `Slice ${z + 1} / ${state.volume.slices}${name ? ` · ${name}` : ''}${state.drawn.has(z) ? ' · painted' : ''}`;
+    const marks = `${state.drawn.has(z) ? ' · painted' : ''}${prompts.onSlice(z).length ? ' · clicked' : ''}`;
+    $('slice-label').textContent = `Slice ${z + 1} / ${state.volume.slices}${name ? ` · ${name}` : ''}${marks}`;
   }
   // The run panel's hint says what is missing, unless it shows a result, an error or a cancellation.
   const runStatus = $('run-status');
   if (!busy && runStatus.className === 'status' && !/^(Cancel|Restored)/.test(runStatus.textContent)) {
-    const missing = [!state.model && 'load a model', !state.volume && 'load a volume', adapter.missing(), !adapter.selected() && !masks.length && !inputs.count() && 'paint a mask'].filter(Boolean);
+    const missing = [!state.model && 'load a model', !state.volume && 'load a volume', adapter.missing(), !adapter.selected() && !prompted && !inputs.count() && 'paint a mask or click on the structure'].filter(Boolean);
     runStatus.textContent = missing.length ? `To run: ${missing.join(', ')}.` : 'Ready: press Run.';
   }
   inputs.setBusy(busy);
@@ -227,7 +251,8 @@ function wireViewer() {
   $('brush-size').addEventListener('input', () => { $('brush-size-value').textContent = $('brush-size').value; });
   $('opacity').addEventListener('input', () => viewer.draw());
   $('outline').addEventListener('change', () => viewer.draw());
-  $('window').addEventListener('change', () => showSlice(state.z));
+  // The window is also the model's input mapping: the clicks' feedback is computed again under it.
+  $('window').addEventListener('change', () => { showSlice(state.z); refreshPrompts(); });
   $('slice').addEventListener('input', () => showSlice(Number($('slice').value)));
   const zoomBy = (f) => { viewer.setZoom(viewer.zoom * f); $('zoom-value').textContent = `${Math.round(viewer.zoom * 100)}%`; };
   $('zoom-in').addEventListener('click', () => zoomBy(1.25));
@@ -241,6 +266,40 @@ function wireViewer() {
   }, { passive: false });
 }
 
+const tool = () => document.querySelector('input[name=tool]:checked')?.value;
+
+/** Undo / redo on the shown slice: the prompt tool's clicks and boxes, or the painting. */
+function undoRedo(from, to) {
+  if (tool() === 'prompt') prompts.undoRedo(state.z, from, to);
+  else painting.undoRedo(from, to);
+  updateControls();
+}
+
+/**
+ * Keyboard: B brush, E eraser, C click / box; Ctrl+Z undo, Ctrl+Shift+Z or Ctrl+Y redo (the shown slice);
+ * Delete: clear the shown slice's clicks and boxes. Not while typing in a field.
+ */
+function shortcut(e) {
+  if (e.target.closest?.('input[type=text], input[type=number], textarea, select') || state.running || !state.volume) return;
+  const key = e.key.toLowerCase();
+  const pick = { b: 'tool-brush', e: 'tool-eraser', c: 'tool-prompt' }[key];
+  if (pick && !e.ctrlKey && !e.metaKey && !e.altKey) {
+    $(pick).checked = true;
+    updateControls();
+  } else if ((e.ctrlKey || e.metaKey) && key === 'z') {
+    e.preventDefault();
+    e.shiftKey ? undoRedo('redo', 'undo') : undoRedo('undo', 'redo');
+  } else if ((e.ctrlKey || e.metaKey) && key === 'y') {
+    e.preventDefault();
+    undoRedo('redo', 'undo');
+  } else if (key === 'delete' && tool() === 'prompt') {
+    prompts.clearSlice(state.z);
+  } else {
+    return;
+  }
+  updateControls();
+}
+
 /** Each module gets what it needs from the others as callbacks here, so none of them imports app.js. */
 function wire() {
   $('model-overrides').value = params.getAll('override').join('\n');
@@ -252,7 +311,12 @@ function wire() {
       updateControls();
     },
   });
-  painting.setup({ viewer, onChange: updateControls });
+  painting.setup({ viewer, onChange: updateControls, onPainted: prompts.paintedChanged });
+  prompts.setup({ call, viewer, onChange: updateControls });
+  for (const radio of document.querySelectorAll('input[name=tool]')) radio.addEventListener('change', updateControls);
+  document.addEventListener('keydown', shortcut);
+  $('undo').addEventListener('click', () => undoRedo('undo', 'redo'));
+  $('redo').addEventListener('click', () => undoRedo('redo', 'undo'));
   resolution.setup();
   runner.setup({ call, viewer, onChange: updateControls, onPick: showSlice });
   adapter.setup({ call, status, onChange: painting.adapterClasses });
@@ -263,6 +327,7 @@ function wire() {
       resolution.showHint();
       updateControls();
       adapter.modelChanged();
+      refreshPrompts();
     },
   });
   $('model-file').addEventListener('change', (e) => loadModel(e.target.files[0]));
@@ -282,11 +347,12 @@ function wire() {
   updateControls();
 }
 
-// For the browser tests and the console: the painted masks as plain arrays.
+// For the browser tests and the console: the painted masks as plain arrays, the clicks and boxes.
 window.memsegApp = {
   paintedMasks: () => painting.paintedMasks().masks.map(({ slice, labels }) => ({ slice, labels: Array.from(labels) })),
   results: () => state.results.map((r) => (r ? Array.from(r) : null)),
   slice: () => state.z,
+  prompts: () => prompts.runPrompts(),
   bankSteps: () => runner.teaching.steps,
 };
 

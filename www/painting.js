@@ -7,17 +7,19 @@ import { persist } from './persistence.js';
 
 let viewer = null;
 let onChange = () => {};
+let onPainted = () => {};
 
-/** `viewer` redraws the slice; `onChange()` runs after every change to what is painted (app.js: the controls). */
+/**
+ * `viewer` redraws the slice; `onChange()` runs after every change to what is painted (app.js: the controls),
+ * `onPainted(slice)` after a slice's painted mask changed (prompts.js: its clicks refine that mask).
+ */
 export function setup(options) {
-  ({ viewer, onChange } = options);
+  ({ viewer, onChange, onPainted = () => {} } = options);
   $('add-class').addEventListener('submit', (e) => {
     e.preventDefault();
     addClass($('class-name').value.trim(), $('class-color').value);
     $('class-name').value = '';
   });
-  $('undo').addEventListener('click', () => undoRedo('undo', 'redo'));
-  $('redo').addEventListener('click', () => undoRedo('redo', 'undo'));
   $('clear-slice').addEventListener('click', clearSlice);
   $('correct-slice').addEventListener('click', correctSlice);
 }
@@ -27,6 +29,7 @@ function painted() {
   persist();
   viewer.draw();
   onChange();
+  onPainted(state.z);
 }
 
 /** A stroke (or a mask set at once) starts on slice `s`: its undo snapshot, and the label map to paint into. */
@@ -39,15 +42,19 @@ export function beginStroke(s) {
   return state.drawn.get(s);
 }
 
-export function endStroke() {
+export function endStroke(s) {
   persist();
   onChange();
+  onPainted(s);
 }
 
 /** A whole mask for slice `s` (from a file, inputs.js): undoable like a brush stroke, kept like painting. */
 export function paint(s, labels) {
   beginStroke(s).set(labels);
-  painted();
+  persist();
+  viewer.draw();
+  onChange();
+  onPainted(s);
 }
 
 export function renderClasses() {
@@ -93,7 +100,8 @@ export function adapterClasses(values) {
   onChange();
 }
 
-function undoRedo(from, to) {
+/** Undo (`from` 'undo', `to` 'redo') or redo a painting change on the shown slice (app.js: buttons, keys). */
+export function undoRedo(from, to) {
   const { z } = state;
   const h = state.history.get(z);
   if (!h?.[from].length) return;

@@ -1,8 +1,9 @@
 // The work on a volume kept in this browser (IndexedDB, store.js), so that a reload, a crash or a lost GPU
-// loses nothing: the classes and painted masks (saved a moment after each change), and a run's results (saved
+// loses nothing: the classes, painted masks and clicks / boxes (saved a moment after each change), and a run's results (saved
 // when it ends, and every few seconds while it runs). A finished run's exports work again after a reload (the
 // worker rebuilds them from the kept labels: restoreRun); an unfinished one is shown, not exported.
 // Everything is kept under state.workKey, the volume's key (store.volumeKey).
+import * as prompts from './prompts.js';
 import { state } from './state.js';
 import * as store from './store.js';
 import { status } from './ui.js';
@@ -18,7 +19,7 @@ export function setup(options) {
   ({ call, onForget } = options);
 }
 
-const work = () => ({ classes: state.classes, activeClass: state.activeClass, masks: [...state.drawn.entries()] });
+const work = () => ({ classes: state.classes, activeClass: state.activeClass, masks: [...state.drawn.entries()], prompts: prompts.runPrompts() });
 
 /** Saves the classes and painted masks (debounced: a brush stroke saves once, at its end). */
 export function persist() {
@@ -36,7 +37,7 @@ export function persist() {
  */
 export async function saveWorkNow() {
   clearTimeout(saveTimer);
-  if (state.workKey && (state.drawn.size || (await store.load(state.workKey)))) await store.save(state.workKey, work());
+  if (state.workKey && (state.drawn.size || state.prompts.size || (await store.load(state.workKey)))) await store.save(state.workKey, work());
 }
 
 /** The work saved for this volume by an earlier visit, if any. */
@@ -46,7 +47,10 @@ export async function restoreWork() {
   state.classes = saved.classes;
   state.activeClass = saved.activeClass;
   for (const [slice, labels] of saved.masks) state.drawn.set(slice, labels);
-  status('work-status', `Restored ${saved.masks.length} painted slice${saved.masks.length === 1 ? '' : 's'} kept in this browser.`, 'ok');
+  prompts.restore(saved.prompts);
+  const clicked = new Set((saved.prompts ?? []).map((p) => p.slice)).size;
+  const also = clicked ? ` and ${clicked} slice${clicked === 1 ? '' : 's'} with clicks or a box` : '';
+  status('work-status', `Restored ${saved.masks.length} painted slice${saved.masks.length === 1 ? '' : 's'}${also} kept in this browser.`, 'ok');
 }
 
 /** The "Forget" button: drops this volume's painted masks and results, from the page and from the store. */
@@ -55,6 +59,7 @@ export async function forgetWork() {
   clearTimeout(resultsTimer);
   state.drawn.clear();
   state.history.clear();
+  prompts.restore([]);
   state.results = [];
   state.lastRun = null;
   onForget();

@@ -6,6 +6,7 @@ import { BankView } from './bank.js';
 import { showDice } from './chart.js';
 import * as inputs from './inputs.js';
 import { adapterClasses, paintedMasks } from './painting.js';
+import { runPrompts } from './prompts.js';
 import { persistResults } from './persistence.js';
 import * as resolution from './resolution.js';
 import { state } from './state.js';
@@ -71,14 +72,17 @@ function request() {
   const { masks, classes: painted } = paintedMasks();
   // Supports from other volumes (inputs.js) join the painted masks, as `--support` joins `--mask` in the CLI.
   const supports = inputs.runSupports();
-  const classes = promptFree ? adapter.info()?.classes ?? [] : [...new Set([...painted, ...inputs.supportClasses()])].sort((a, b) => a - b);
+  // Clicks and boxes (prompts.js) condition their slices like painted masks, each the way SAM2 takes it.
+  const prompts = promptFree ? [] : runPrompts();
+  const given = [...painted, ...inputs.supportClasses(), ...prompts.map((p) => p.class)];
+  const classes = promptFree ? adapter.info()?.classes ?? [] : [...new Set(given)].sort((a, b) => a - b);
   if (promptFree && !classes.length) return { error: 'Load an adapter file first (model panel).' };
   if (promptFree) adapterClasses(classes);
-  if (!promptFree && !masks.length && !supports.length) return { error: 'Paint a mask on at least one slice (or add a support) first.' };
+  if (!promptFree && !masks.length && !supports.length && !prompts.length) return { error: 'Paint a mask or click on at least one slice (or add a support) first.' };
   const options = {
     classes, mode: $('mode').value, intensity: $('window').value,
     maxConditioning: optionalInt('max-conditioning'), selectSupports: optionalInt('select-supports'),
-    similarityEviction: $('similarity-eviction').checked,
+    similarityEviction: $('similarity-eviction').checked, prompts,
   };
   const [op, args] = promptFree ? adapter.request(options.intensity)
     : ['run', { options, masks: masks.map((m) => ({ slice: m.slice, labels: m.labels.slice() })), supports }];

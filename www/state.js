@@ -8,6 +8,9 @@ export const state = {
   z: 0, // the slice shown
   drawn: new Map(), // slice -> Uint8Array label map painted by the user
   history: new Map(), // slice -> {undo: [snapshot], redo: [snapshot]}
+  prompts: new Map(), // "slice:class" -> {slice, class, box, clicks}: the prompt tool's clicks and boxes (prompts.js)
+  feedback: new Map(), // "slice:class" -> SAM's mask for that prompt, {mask, iou, candidates, encoded, ms}
+  promptHistory: new Map(), // slice -> {undo: [prompts], redo: [prompts]}
   results: [], // slice -> Uint8Array label map from the last run (partial while it runs)
   workKey: null, // the current volume's key in the browser's store (store.js)
   volumeSource: null, // {files} (File objects, read again) or {sample: true}: what the volume came from

@@ -9,8 +9,9 @@ export function hexToRgb(hex) {
 
 export class Viewer {
   /**
-   * canvas: the visible canvas; app: {classes(), drawn(z), result(z), opacity(), outline(), tool(),
-   * brushRadius(), activeClass(), beginStroke(z), endStroke(z)}.
+   * canvas: the visible canvas; app: {classes(), drawn(z), result(z), prompts(z), feedback(z), opacity(),
+   * outline(), tool(), brushRadius(), activeClass(), canPaint(), beginStroke(z), endStroke(z), click(z, x, y,
+   * positive), box(z, from, to)}.
    */
   constructor(canvas, app) {
     this.canvas = canvas;
@@ -19,11 +20,14 @@ export class Viewer {
     this.overlay = document.createElement('canvas');
     this.zoom = 1;
     this.stroke = null;
+    this.drag = null; // the prompt tool's press: {from, negative, box}
     new ResizeObserver(() => this.draw()).observe(canvas.parentElement);
     canvas.addEventListener('pointerdown', (e) => this.pointerDown(e));
     canvas.addEventListener('pointermove', (e) => this.pointerMove(e));
     canvas.addEventListener('pointerup', (e) => this.pointerUp(e));
     canvas.addEventListener('pointercancel', (e) => this.pointerUp(e));
+    // A right click is a background click with the prompt tool, not the browser's menu.
+    canvas.addEventListener('contextmenu', (e) => { if (this.app.tool() === 'prompt') e.preventDefault(); });
   }
 
   /** Shows slice z: rgba is a Uint8Array of width * height * 4. */
@@ -72,11 +76,13 @@ export class Viewer {
       return x === 0 || y === 0 || x === width - 1 || y === height - 1 ||
         labels[i - 1] !== v || labels[i + 1] !== v || labels[i - width] !== v || labels[i + width] !== v;
     };
+    const feedback = this.app.feedback(z);
     for (let i = 0; i < width * height; i++) {
       let v = result ? result[i] : 0;
       let alpha = opacity;
       if (v && outline && !edge(result, i, v)) v = 0;
       if (v && outline) alpha = 255;
+      for (const f of feedback) if (f.mask[i]) { v = f.class; alpha = 160; }
       const d = drawn ? drawn[i] : 0;
       if (d) { v = d; alpha = 200; }
       const rgb = v && colours.get(v);
@@ -100,6 +106,33 @@ export class Viewer {
     ctx.imageSmoothingEnabled = false;
     ctx.drawImage(this.image.canvas, x, y, this.image.width * scale, this.image.height * scale);
     ctx.drawImage(this.overlay, x, y, this.image.width * scale, this.image.height * scale);
+    this.drawPrompts(ctx, scale, x, y);
+  }
+
+  /** The shown slice's boxes (and the one being dragged) and clicks: green on the structure, red background. */
+  drawPrompts(ctx, scale, x0, y0) {
+    const at = (x, y) => [x0 + x * scale, y0 + y * scale];
+    const colour = new Map(this.app.classes().map((c) => [c.value, c.color]));
+    ctx.lineWidth = 2;
+    const boxes = this.app.prompts(this.image.z).filter((p) => p.box).map((p) => ({ box: p.box, color: colour.get(p.class) ?? '#fff' }));
+    if (this.drag?.box) boxes.push({ box: this.drag.box, color: '#fff' });
+    for (const { box: [bx0, by0, bx1, by1], color } of boxes) {
+      ctx.strokeStyle = color;
+      ctx.setLineDash([6, 4]);
+      ctx.strokeRect(...at(bx0, by0), (bx1 - bx0) * scale, (by1 - by0) * scale);
+    }
+    ctx.setLineDash([]);
+    for (const p of this.app.prompts(this.image.z)) {
+      for (const c of p.clicks) {
+        const [cx, cy] = at(c.x + 0.5, c.y + 0.5);
+        ctx.beginPath();
+        ctx.arc(cx, cy, 6, 0, 2 * Math.PI);
+        ctx.fillStyle = c.positive ? '#2ecc40' : '#ff4136';
+        ctx.fill();
+        ctx.strokeStyle = '#000';
+        ctx.stroke();
+      }
+    }
   }
 
   /** The image pixel under a pointer event (may lie outside the image). */
@@ -111,7 +144,9 @@ export class Viewer {
   }
 
   pointerDown(e) {
-    if (!this.image || e.button !== 0 || !this.app.canPaint()) return;
+    if (!this.image || !this.app.canPaint()) return;
+    if (this.app.tool() === 'prompt') return this.promptDown(e);
+    if (e.button !== 0) return;
     this.canvas.setPointerCapture(e.pointerId);
     const labels = this.app.beginStroke(this.image.z);
     this.stroke = { labels, last: this.toImage(e) };
@@ -120,6 +155,7 @@ export class Viewer {
   }
 
   pointerMove(e) {
+    if (this.drag) return this.promptMove(e);
     if (!this.stroke) return;
     const [x1, y1] = this.toImage(e);
     const [x0, y0] = this.stroke.last;
@@ -129,10 +165,36 @@ export class Viewer {
     this.draw();
   }
 
-  pointerUp() {
+  pointerUp(e) {
+    if (this.drag) return this.promptUp(e);
     if (!this.stroke) return;
     this.stroke = null;
     this.app.endStroke(this.image.z);
+    this.draw();
+  }
+
+  // The prompt tool: a click (left: on the structure; shift or right: background), or a drag: a box.
+  promptDown(e) {
+    if (e.button !== 0 && e.button !== 2) return;
+    this.canvas.setPointerCapture(e.pointerId);
+    this.drag = { from: this.toImage(e), negative: e.button === 2 || e.shiftKey, box: null };
+  }
+
+  promptMove(e) {
+    const [x, y] = this.toImage(e);
+    const [fx, fy] = this.drag.from;
+    // A drag of a few screen pixels is still a click.
+    if (!this.drag.box && Math.hypot(x - fx, y - fy) * this.layout().scale < 6) return;
+    this.drag.box = [Math.min(fx, x), Math.min(fy, y), Math.max(fx, x), Math.max(fy, y)];
+    this.draw();
+  }
+
+  promptUp(e) {
+    const { from, negative, box } = this.drag;
+    this.drag = null;
+    if (e?.type === 'pointercancel') return this.draw();
+    if (box) this.app.box(this.image.z, from, this.toImage(e));
+    else this.app.click(this.image.z, ...from, !negative);
     this.draw();
   }
 

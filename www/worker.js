@@ -150,7 +150,8 @@ const ops = {
   async run({ options, masks, supports }, id) {
     if (running) throw new Error('a segmentation is already running');
     running = { id, cancel: false };
-    const order = visitOrder({ mode: options.mode, slices: volumeSlices, painted: masks.map((m) => m.slice), externalSupports: (supports ?? []).length > 0 });
+    const conditioned = [...masks.map((m) => m.slice), ...(options.prompts ?? []).map((p) => p.slice)];
+    const order = visitOrder({ mode: options.mode, slices: volumeSlices, painted: conditioned, externalSupports: (supports ?? []).length > 0 });
     pool?.start({ order, ...fromCore(options.intensity) });
     try {
       const summary = await run_segmentation(options, masks, supports ?? [], async (step) => {
@@ -164,6 +165,13 @@ const ops = {
       pool?.stop();
       running = null;
     }
+  },
+  // A slice's clicks and box for one class -> SAM's mask at once (src/web/prompts.rs): request {prompt:
+  // {slice, class, box?, clicks}, intensity}; painted: the slice's painted label map or null.
+  async promptSlice({ request, painted }) {
+    await ready;
+    if (running) throw new Error('a segmentation is running: wait for it or cancel it first');
+    return core.prompt_slice(request, painted ?? undefined);
   },
   // Masks, label volumes and supports from files (src/web/inputs.rs): files are [{name, bytes: ArrayBuffer}].
   async maskForSlice({ bytes, name, activeClass }) {

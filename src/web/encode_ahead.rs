@@ -26,6 +26,21 @@ use crate::session::preprocess;
 /// features. The resolved mapping (percentiles need a pass over the volume) is kept for the next slices.
 #[wasm_bindgen]
 pub fn model_input_slice(z: usize, intensity: String) -> Result<JsValue, JsError> {
+    let slice = mapped_slice(z, intensity)?;
+    let model = loaded_model()?;
+    if model.features.borrow().contains(&Key::of(&slice, model.model.image_size())) {
+        return Ok(JsValue::NULL);
+    }
+    let out = js_sys::Object::new();
+    set(&out, "width", slice.width().into())?;
+    set(&out, "height", slice.height().into())?;
+    set(&out, "rgb", js_sys::Uint8Array::from(slice.as_raw().as_slice()).into())?;
+    Ok(out.into())
+}
+
+/// Slice `z` of the loaded volume as the model sees it in a run with the `intensity` option (the run maps
+/// the whole volume the same way: same pixels, same cache keys). The resolved mapping is kept.
+pub(super) fn mapped_slice(z: usize, intensity: String) -> Result<RgbImage, JsError> {
     let loaded = loaded_volume()?;
     let kept = state::with(|s| s.model_inputs.clone()).filter(|(option, volume, _)| *option == intensity && Rc::ptr_eq(volume, &loaded.volume));
     let info = match kept {
@@ -37,16 +52,7 @@ pub fn model_input_slice(z: usize, intensity: String) -> Result<JsValue, JsError
             info
         }
     };
-    let slice = intensity::slice_to_rgb8(&loaded.volume, z, &info).map_err(js_err)?;
-    let model = loaded_model()?;
-    if model.features.borrow().contains(&Key::of(&slice, model.model.image_size())) {
-        return Ok(JsValue::NULL);
-    }
-    let out = js_sys::Object::new();
-    set(&out, "width", slice.width().into())?;
-    set(&out, "height", slice.height().into())?;
-    set(&out, "rgb", js_sys::Uint8Array::from(slice.as_raw().as_slice()).into())?;
-    Ok(out.into())
+    intensity::slice_to_rgb8(&loaded.volume, z, &info).map_err(js_err)
 }
 
 /// Encodes an 8-bit RGB image with the loaded model: `{key, levels: [{shape, data: Float32Array}]}`.

@@ -5,7 +5,7 @@
 //! Files: this one (start-up, the device, the model); `volume.rs` (the volume and its display); `run.rs` (a
 //! few-shot run and the progress messages every run posts); `prompt_free.rs` (adapters and prompt-free runs);
 //! `exports.rs` and `results.rs` (the last run's files, and a run brought back from the browser's store);
-//! `inputs.rs` (masks, label volumes and supports from files); `bench.rs` (the encoder for the bench page and
+//! `inputs.rs` (masks, label volumes and supports from files); `prompts.rs` (clicks and boxes: SAM's feedback); `bench.rs` (the encoder for the bench page and
 //! the parity tests); `diagnostics.rs` (a deliberate panic for the crash-recovery tests).
 
 use wasm_bindgen::prelude::*;
@@ -16,6 +16,7 @@ mod encode_ahead;
 mod exports;
 mod inputs;
 mod prompt_free;
+mod prompts;
 mod results;
 mod run;
 mod state;

@@ -9,6 +9,7 @@ use super::state::{self, FinishedRun, LoadedVolume};
 use super::{inputs, js_err, set, to_js};
 use crate::imaging::intensity;
 use crate::job::{DrawnMask, Job, Method, Outcome, Prompts, StepEvent};
+use crate::session::slice_prompt::SlicePrompt;
 use crate::session::{MemoryOptions, Mode, Placement};
 
 /// What the page sends to start a few-shot run.
@@ -25,6 +26,9 @@ struct RunOptions {
     select_supports: Option<usize>,
     #[serde(default)]
     similarity_eviction: bool,
+    /// Clicks and boxes on the volume's slices (`www/prompts.js`), conditioning frames after the painted masks.
+    #[serde(default)]
+    prompts: Vec<SlicePrompt>,
 }
 
 /// The page's mode names: the session's mode, and whether the drawn masks are supports.
@@ -78,8 +82,8 @@ pub async fn run_segmentation(
     let drawn = drawn_masks(&masks, &loaded)?;
     // Supports from other volumes (`inputs.rs`), mapped like the query as `memseg segment --support`.
     let supports = inputs::external_supports(&supports, &mapping)?;
-    if drawn.is_empty() && supports.is_empty() {
-        return Err(JsError::new("paint a mask on at least one slice (or add a support) first"));
+    if drawn.is_empty() && supports.is_empty() && options.prompts.is_empty() {
+        return Err(JsError::new("paint a mask or click on at least one slice (or add a support) first"));
     }
     let (mode, drawn_as_supports) = page_mode(&options.mode)?;
     let memory = MemoryOptions {
@@ -88,7 +92,7 @@ pub async fn run_segmentation(
         similarity_eviction: options.similarity_eviction,
     };
     let feature_cache = Some(model.features.clone());
-    let prompts = Prompts { drawn, clicks: Vec::new(), drawn_as_supports, supports, classes: Some(options.classes), mode, memory, keep_logits: false, feature_cache };
+    let prompts = Prompts { drawn, clicks: options.prompts, drawn_as_supports, supports, classes: Some(options.classes), mode, memory, keep_logits: false, feature_cache };
     let method = Method::FewShot { model: &model.model, prompts };
     run_job(&loaded, mapping, model.name.clone(), method, &on_step).await
 }

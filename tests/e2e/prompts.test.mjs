@@ -1,0 +1,129 @@
+// The prompt tool on the CPU fallback: clicks and a box with the mouse give SAM's mask at once (the first
+// click SAM's three candidates), undo and redo, the prompted slices condition the run exactly as the CLI's
+// --points / --box condition it (voxel for voxel within the usual rounding), a prompted slice's result is its
+// feedback, and the clicks come back after a reload.
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import { NO_WEBGPU_FLAGS, memsegBin, screenshot, serve } from './harness.mjs';
+import {
+  CHECKPOINT, OVERRIDES, PAINTED_SLICE, countDiffer, downloadFrom, loadModel, loadSample, niftiF32, niftiVoxels,
+  openRecorded, runToEnd, toClient,
+} from './journey.mjs';
+
+const BOXED_SLICE = 16;
+
+let server;
+before(async () => {
+  server = await serve();
+});
+after(() => server?.close());
+
+/** The feedback of (slice, class 1) once the core answered the prompt as it is now, with `clicks` clicks. */
+async function feedback(page, slice, clicks) {
+  await page.waitForFunction(({ key, clicks }) => {
+    const s = window.memsegState;
+    const p = s.prompts.get(key);
+    const f = s.feedback.get(key);
+    return p?.clicks.length === clicks && f?.answered.clicks.length === clicks && JSON.stringify(f.answered.box ?? null) === JSON.stringify(p.box);
+  }, { key: `${slice}:1`, clicks }, { timeout: 120_000 });
+  return page.evaluate((key) => {
+    const f = window.memsegState.feedback.get(key);
+    return { ...f, mask: Array.from(f.mask), candidates: f.candidates?.map((c) => ({ iou: c.iou, mask: Array.from(c.mask) })) ?? null };
+  }, `${slice}:1`);
+}
+
+/** The CLI on the page's own volume (written as NIfTI) with the page's prompts as --points / --box. */
+async function cliRun(page, prompts, dir) {
+  const meta = await page.evaluate(() => window.memsegState.volume);
+  const values = await page.evaluate(async () => Array.from(await window.memsegCall('volumeValues')));
+  const volume = join(dir, 'sample.nii');
+  writeFileSync(volume, niftiF32(values, [meta.width, meta.height, meta.slices], meta.spacing_mm));
+  const args = prompts.flatMap((p) => [
+    ...(p.box ? ['--box', `${p.slice}:${p.class}=${p.box.join(',')}`] : []),
+    ...(p.clicks.length ? ['--points', `${p.slice}:${p.class}=${p.clicks.map((c) => `${c.x},${c.y},${c.positive ? 1 : 0}`).join(';')}`] : []),
+  ]);
+  const out = join(dir, 'cli');
+  execFileSync(memsegBin, [
+    '--backend', 'flex', 'segment', '--weights', CHECKPOINT, '--frames', volume, ...args, '--modality', 'ct',
+    '--out', out, ...OVERRIDES.map((o) => `--override=${o}`),
+  ], { stdio: ['ignore', 'ignore', 'pipe'] });
+  return { labels: niftiVoxels(join(out, 'labels.nii.gz')), report: JSON.parse(readFileSync(join(out, 'report.json'), 'utf8')), args };
+}
+
+test('clicks and a box: SAM\'s mask at once, undo, the run conditioned as the CLI\'s --points / --box, kept across a reload', async () => {
+  const { browser, page, consoleErrors, outside } = await openRecorded(server, NO_WEBGPU_FLAGS);
+  const dir = mkdtempSync(join(tmpdir(), 'memseg-prompts-'));
+  try {
+    await loadModel(page);
+    await loadSample(page);
+    await page.check('#tool-prompt');
+    assert.equal(await page.isVisible('#prompt-panel'), true);
+
+    // A click on the liver of the middle slice: SAM offers three masks. (The slice is encoded now, unless an
+    // encoder helper already did it while the page was idle: the middle slice is where a run starts.)
+    await page.mouse.click(...(await toClient(page, 33.5, 43.5)));
+    const first = await feedback(page, PAINTED_SLICE, 1);
+    assert.equal(first.candidates.length, 3, 'one click: SAM\'s three candidate masks');
+    assert.ok(first.candidates.some((c) => c.mask.join() === first.mask.join()), 'the shown mask is one of them');
+    assert.equal(await page.locator('#prompt-choices button').count(), 3);
+    assert.ok(first.mask.some((v) => v === 1), 'the click finds a structure');
+
+    // A right click on the background: no encoding, two clicks are no longer ambiguous.
+    await page.mouse.click(...(await toClient(page, 80.5, 20.5)), { button: 'right' });
+    const second = await feedback(page, PAINTED_SLICE, 2);
+    assert.equal(second.encoded, false, 'later clicks only run the prompt encoder and mask decoder');
+    assert.equal(second.candidates, null);
+    console.log(`click feedback (reduced model, CPU fallback): first ${Math.round(first.ms)} ms (encoded: ${first.encoded}), next ${Math.round(second.ms)} ms`);
+    assert.deepEqual(await page.evaluate((k) => window.memsegState.prompts.get(k).clicks, `${PAINTED_SLICE}:1`),
+      [{ x: 33, y: 43, positive: true }, { x: 80, y: 20, positive: false }]);
+
+    // Undo drops the background click (its feedback is the first click's again), redo brings it back.
+    await page.keyboard.press('Control+z');
+    const undone = await feedback(page, PAINTED_SLICE, 1);
+    assert.equal(undone.mask.join(), first.mask.join(), 'undo gives the one-click mask again');
+    await page.keyboard.press('Control+y');
+    assert.equal((await feedback(page, PAINTED_SLICE, 2)).mask.join(), second.mask.join());
+
+    // A box dragged on slice 17.
+    await page.fill('#slice', String(BOXED_SLICE));
+    await page.waitForFunction((l) => document.querySelector('#slice-label').textContent.startsWith(l), `Slice ${BOXED_SLICE + 1} / 24`);
+    await page.mouse.move(...(await toClient(page, 20, 28)));
+    await page.mouse.down();
+    await page.mouse.move(...(await toClient(page, 46, 58)), { steps: 6 });
+    await page.mouse.up();
+    const boxed = await feedback(page, BOXED_SLICE, 0);
+    assert.deepEqual(await page.evaluate((k) => window.memsegState.prompts.get(k).box, `${BOXED_SLICE}:1`), [20, 28, 46, 58]);
+    await screenshot(page, 'prompts-box');
+
+    // The run: both prompted slices condition it; each one's result is its feedback.
+    const prompts = await page.evaluate(() => window.memsegApp.prompts());
+    const run = await runToEnd(page, 25);
+    assert.deepEqual(run.report.prompts, prompts.map(({ slice, class: c, box, clicks }) => ({ slice, class: c, ...(box ? { box } : {}), ...(clicks.length ? { clicks } : {}) })));
+    const results = await page.evaluate(() => window.memsegApp.results());
+    assert.equal(results[PAINTED_SLICE].join(), second.mask.join(), 'the clicked slice\'s result is its feedback');
+    assert.equal(results[BOXED_SLICE].join(), boxed.mask.join(), 'the boxed slice\'s result is its feedback');
+
+    // The CLI with the same clicks and box on the same volume.
+    const ours = niftiVoxels(await downloadFrom(page, '#export-nifti', dir));
+    const native = await cliRun(page, prompts, dir);
+    const differ = countDiffer(ours, native.labels);
+    console.log(`page vs CLI (${native.args.join(' ')}): ${differ} of ${ours.length} voxels differ`);
+    assert.ok(differ <= ours.length * 1e-3, `${differ} voxels differ from the CLI`);
+    assert.deepEqual(native.report.order, run.report.order);
+
+    // A reload keeps the clicks and the box with the painted work.
+    await page.reload();
+    await loadSample(page);
+    assert.deepEqual(await page.evaluate(() => window.memsegApp.prompts()), prompts);
+    assert.match(await page.textContent('#work-status'), /2 slices with clicks or a box/);
+    assert.deepEqual(consoleErrors, []);
+    assert.deepEqual(outside(), []);
+  } finally {
+    await browser.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
