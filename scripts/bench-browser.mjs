@@ -11,7 +11,12 @@
 //     slice from the run's progress reports, and the WebAssembly memory of the worker and its encoder helpers
 //     after the run (their peak). --helpers: encoder helpers on the CPU fallback (default: the page's, one per
 //     core beyond the first, at most 3; www/encoder-pool.js).
+//   node scripts/bench-browser.mjs click [--model tiny21_full_512] [--image-size 1024] [--runs 3] [--volume FILE]...
+//        [--synthetic WxHxD] [--helpers N] [--webgpu] [--pkg www/pkg]
+//     the prompt tool's feedback (src/web/prompts.rs) on the middle slice: the first click (encodes the slice),
+//     then --runs more clicks, each added to the ones before: the time from the request to SAM's mask.
 //
+// --image-size: the model's input size instead of the one in models/NAME.json (512 or 1024).
 // --webgpu: WebGPU through SwiftShader (slow: a CPU emulating a GPU; use the reduced model there). Without it
 // Chromium has no WebGPU and both the app and the bench run on the CPU. --pkg: the wasm-bindgen output served
 // at /pkg/ (default www/pkg, what `./build.sh wasm` builds). Needs `npm ci` in tests/e2e.
@@ -21,7 +26,7 @@ import { parseArgs } from 'node:util';
 import { NO_WEBGPU_FLAGS, WEBGPU_FLAGS, launch, openApp, repo, serve } from '../tests/e2e/harness.mjs';
 import { niftiF32 } from '../tests/e2e/journey.mjs';
 
-const USAGE = 'usage: node scripts/bench-browser.mjs encoder|track [options] (see the comment at the top)';
+const USAGE = 'usage: node scripts/bench-browser.mjs encoder|track|click [options] (see the comment at the top)';
 
 function options() {
   const { values, positionals } = parseArgs({
@@ -36,11 +41,12 @@ function options() {
       volume: { type: 'string', multiple: true, default: [] },
       synthetic: { type: 'string' },
       helpers: { type: 'string' },
+      'image-size': { type: 'string' },
       'timeout-min': { type: 'string', default: '30' },
     },
   });
   const [mode] = positionals;
-  if (!['encoder', 'track'].includes(mode) || positionals.length !== 1) throw new Error(USAGE);
+  if (!['encoder', 'track', 'click'].includes(mode) || positionals.length !== 1) throw new Error(USAGE);
   const timeoutMin = Number(values['timeout-min']);
   if (!(timeoutMin > 0)) throw new Error(`--timeout-min: '${values['timeout-min']}' is not a positive number`);
   return { mode, ...values, timeoutMs: timeoutMin * 60_000, pkg: resolve(repo, values.pkg) };
@@ -75,8 +81,19 @@ function syntheticNifti(spec) {
   return niftiF32(values, [nx, ny, nz], [1, 1, 1]);
 }
 
-async function benchTrack(page, o) {
+/** The model's metadata (models/NAME.json), its overrides changed for --image-size. */
+function modelMeta(o) {
   const meta = JSON.parse(readFileSync(resolve(repo, 'models', `${o.model}.json`), 'utf8'));
+  if (!o['image-size']) return meta;
+  const size = Number(o['image-size']);
+  if (!(Number.isInteger(size) && size % 32 === 0 && size > 0)) throw new Error(`--image-size: '${o['image-size']}' is not a multiple of 32`);
+  const side = size / 16;
+  const overrides = [`++model.image_size=${size}`, ...['self_attention', 'cross_attention'].map((a) => `++model.memory_attention.layer.${a}.feat_sizes=[${side},${side}]`)];
+  return { ...meta, name: `${meta.name}@${size}`, image_size: size, overrides };
+}
+
+/** The paths the page fetches the volume from (none: the sample), routed or written here. */
+async function volumeFiles(page, o) {
   // The volume's files reach the page as fetched bytes, as a picked file would: given files routed here, a
   // synthetic volume written into models/ (served by the app's server: a large body does not fit a route).
   const bodies = new Map(o.volume.map((path) => [basename(path), () => readFileSync(path)]));
@@ -90,7 +107,14 @@ async function benchTrack(page, o) {
     const name = decodeURIComponent(new URL(route.request().url()).pathname.split('/').pop());
     route.fulfill({ body: bodies.get(name)() });
   });
-  return page.evaluate(async ({ meta, files }) => {
+  return files;
+}
+
+/** Loads the model (models/NAME) and the volume (--volume, --synthetic or the sample) in the page's worker. */
+async function loadInPage(page, o) {
+  const meta = modelMeta(o);
+  const files = await volumeFiles(page, o);
+  const loaded = await page.evaluate(async ({ meta, files }) => {
     const call = window.memsegCall;
     const bytes = await (await fetch(`models/${meta.pt}`)).arrayBuffer();
     const model = await call('loadSam2', { bytes, name: meta.pt, overrides: meta.overrides });
@@ -98,6 +122,15 @@ async function benchTrack(page, o) {
       ? await call('loadVolume', { files: await Promise.all(files.map(async (name) => ({
         name: decodeURIComponent(name.split('/').pop()), bytes: await (await fetch(name)).arrayBuffer() }))) })
       : await call('loadSample');
+    return { model, volume };
+  }, { meta, files });
+  return { meta, files, ...loaded };
+}
+
+async function benchTrack(page, o) {
+  const { meta, files, model, volume } = await loadInPage(page, o);
+  return page.evaluate(async ({ meta, files, model, volume }) => {
+    const call = window.memsegCall;
     const { width, height, slices: depth } = volume;
     const z = Math.floor(depth / 2);
     // The sample's ground truth of its first structure on the middle slice, or a centred disc on another volume.
@@ -128,7 +161,36 @@ async function benchTrack(page, o) {
       // WebAssembly memory only grows: after the run it is the run's peak. The volume is held as f32 voxels.
       wasmMemoryMiB: { worker: mib(memory.worker), helpers: memory.helpers.map(mib), volume: mib(width * height * depth * 4) },
     };
-  }, { meta, files });
+  }, { meta, files, model, volume });
+}
+
+/**
+ * Clicks on the middle slice through the page's worker, as the prompt tool makes them: the first click (the
+ * slice encoded unless a helper did it ahead), then `--runs` more, each appended to the ones before (the core
+ * continues from the last click: each runs the prompt encoder and mask decoder once).
+ */
+async function benchClick(page, o) {
+  const { meta, model, volume } = await loadInPage(page, o);
+  return page.evaluate(async ({ meta, model, volume, runs }) => {
+    const call = window.memsegCall;
+    const { width, height, slices } = volume;
+    const slice = Math.floor(slices / 2);
+    const clicks = [];
+    const times = [];
+    for (let k = 0; k <= runs; k++) {
+      // Inside the middle third of the slice, alternating object / background.
+      clicks.push({ x: Math.floor(width * (0.35 + 0.3 * ((k * 0.618) % 1))), y: Math.floor(height * (0.35 + 0.3 * ((k * 0.382) % 1))), positive: k % 2 === 0 });
+      const started = performance.now();
+      const out = await call('promptSlice', { request: { prompt: { slice, class: 1, clicks: clicks.map((c) => ({ ...c })) }, intensity: 'auto' }, painted: null });
+      times.push({ clicks: k + 1, ms: Math.round(performance.now() - started), encoded: out.encoded });
+    }
+    const later = times.slice(1).map((t) => t.ms).sort((a, b) => a - b);
+    return {
+      model: meta.name, image_size: model.image_size, volume: { width, height, slices }, slice,
+      firstClickMs: times[0].ms, firstEncoded: times[0].encoded, secondClickMs: times[1]?.ms,
+      medianLaterClickMs: later[Math.floor(later.length / 2)], clicks: times,
+    };
+  }, { meta, model, volume, runs: Number(o.runs) });
 }
 
 async function main() {
@@ -146,7 +208,7 @@ async function main() {
       const { page, state } = await openApp(browser.context, `${server.url}${query}`);
       if (!state.device) throw new Error(`the app did not start: ${JSON.stringify(state.errors)}`);
       page.setDefaultTimeout(o.timeoutMs);
-      result = { device: state.device?.backend, ...(await benchTrack(page, o)) };
+      result = { device: state.device?.backend, ...(await (o.mode === 'click' ? benchClick : benchTrack)(page, o)) };
     }
     console.log(JSON.stringify({ mode: o.mode, webgpu: o.webgpu, pkg: o.pkg, ...result }, null, 1));
   } finally {

@@ -2,6 +2,7 @@
 //! SAM2.1 fixtures made by Meta's video predictor:
 //! - a first single click gives Meta's chosen mask and SAM's three candidates with their predicted IoUs, a
 //!   second click Meta's refined mask, a box Meta's box mask (1e-3 x std, as the video parity tests);
+//! - a click continued from the previous feedback's state gives exactly the replay's mask;
 //! - the feedback is exactly the label map a propagation conditioned on the same prompt gives that slice (the
 //!   page's preview and the CLI's run agree voxel for voxel), and only the first prompt encodes the slice.
 
@@ -14,7 +15,7 @@ use memseg::imaging::intensity::Intensity;
 use memseg::imaging::{SourceKind, Volume};
 use memseg::job::{Finished, Job, Method, Outcome, Prompts, StepEvent};
 use memseg::session::feature_cache::{self, FeatureCache};
-use memseg::session::slice_prompt::{Click, SlicePrompt, at_slice_size, preview};
+use memseg::session::slice_prompt::{Click, SlicePrompt, at_slice_size, preview, preview_after};
 use memseg::session::{MemoryOptions, Mode, Placement};
 
 const REL_TOL: f32 = 1e-3;
@@ -137,4 +138,29 @@ fn a_painted_mask_goes_in_first_and_the_clicks_refine_it() {
     assert!(preview(&model, None, &frames[prompt.slice], None, &bad).unwrap_err().contains("not inside"));
     let painted_small = image::GrayImage::from_fn(w / 2, h, |_, _| image::Luma([1]));
     assert!(preview(&model, None, &frames[prompt.slice], Some(&painted_small), &prompt).unwrap_err().contains("painted mask"));
+}
+
+#[test]
+fn a_click_continued_from_the_last_feedback_is_the_replay() {
+    let fx = fixture("click");
+    let model = fx.model(&Device::flex());
+    let frames = fx.frames_rgb();
+    let cache = FeatureCache::shared(feature_cache::DEFAULT_BUDGET_BYTES);
+    let (one, both) = (slice_prompt(&fx, 1), slice_prompt(&fx, 2));
+    let image = &frames[one.slice];
+    let (_, _, memo) = preview_after(&model, Some(&cache), image, None, &one, None).unwrap();
+    let (continued, encoded, memo) = preview_after(&model, Some(&cache), image, None, &both, Some(&memo)).unwrap();
+    assert!(!encoded);
+    let (replayed, _) = preview(&model, Some(&cache), image, None, &both).unwrap();
+    assert_eq!(values(&continued.low_res_masks).1, values(&replayed.low_res_masks).1, "continuing == replaying, bit for bit");
+    close("continued second click", &continued.low_res_masks, fx.tensor("prompt_out.1.pred_masks"));
+    // A click taken back, another class, or another painted mask: the memo does not apply, the prompt replays.
+    let (undone, _, _) = preview_after(&model, Some(&cache), image, None, &one, Some(&memo)).unwrap();
+    let (first, _) = preview(&model, Some(&cache), image, None, &one).unwrap();
+    assert_eq!(values(&undone.low_res_masks).1, values(&first.low_res_masks).1);
+    let (w, h) = image.dimensions();
+    let painted = image::GrayImage::from_fn(w, h, |x, y| image::Luma([u8::from(x < 20 && y < 20)]));
+    let (on_paint, _, _) = preview_after(&model, Some(&cache), image, Some(&painted), &both, Some(&memo)).unwrap();
+    let (on_paint_replayed, _) = preview(&model, Some(&cache), image, Some(&painted), &both).unwrap();
+    assert_eq!(values(&on_paint.low_res_masks).1, values(&on_paint_replayed.low_res_masks).1);
 }

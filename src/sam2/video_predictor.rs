@@ -68,6 +68,16 @@ pub struct ObjectState {
     frames_tracked: BTreeMap<usize, bool>,
 }
 
+/// A prompted frame's state for one object as a predictor left it: its clicks (model coordinates) and the
+/// output they gave, not yet in the bank. [`VideoPredictor::restore_frame_prompt`] puts it in another
+/// predictor, where the next click continues from it exactly as it would have in the first.
+#[derive(Clone, Debug)]
+pub struct FramePrompt {
+    points: PointInputs,
+    output: TrackOutput,
+    is_cond: bool,
+}
+
 pub struct VideoPredictor<'a> {
     model: &'a Sam2Base,
     frames: Box<dyn FrameSource + 'a>,
@@ -121,6 +131,24 @@ impl<'a> VideoPredictor<'a> {
 
     pub fn object(&self, index: usize) -> Option<&ObjectState> {
         self.objects.get(index)
+    }
+
+    /// Frame `frame`'s clicks and output for `object`, while they are prompts (before a propagation).
+    pub fn frame_prompt(&self, frame: usize, object: usize) -> Option<FramePrompt> {
+        let state = self.objects.get(object)?;
+        let points = state.point_inputs.get(&frame)?.clone();
+        let (output, is_cond) = state.temp.get(&frame)?.clone();
+        Some(FramePrompt { points, output, is_cond })
+    }
+
+    /// Puts a [`FramePrompt`] taken from another predictor over the same frames (and model) on `frame`.
+    pub fn restore_frame_prompt(&mut self, frame: usize, object: usize, prompt: FramePrompt) -> Result<(), String> {
+        self.check_frame(frame)?;
+        let state = self.object_mut(object);
+        state.mask_inputs.remove(&frame);
+        state.point_inputs.insert(frame, prompt.points);
+        state.temp.insert(frame, (prompt.output, prompt.is_cond));
+        Ok(())
     }
 
     fn object_mut(&mut self, index: usize) -> &mut ObjectState {

@@ -13,10 +13,10 @@ use burn::tensor::Tensor;
 use image::{GrayImage, RgbImage};
 use serde::{Deserialize, Serialize};
 
-use super::feature_cache::{SharedFeatureCache, encode};
+use super::feature_cache::{Key, SharedFeatureCache, encode};
 use super::{Session, class_mask, has_class};
 use crate::sam2::sam2_base::{ImageFeatures, SamOutput};
-use crate::sam2::video_predictor::{FrameSource, VideoPredictor};
+use crate::sam2::video_predictor::{FramePrompt, FrameSource, VideoPredictor};
 use crate::sam2::Sam2Base;
 
 /// Most clicks on one slice for one class (Meta's demo caps nothing; this keeps a prompt's replay short).
@@ -72,6 +72,14 @@ impl SlicePrompt {
         Ok(())
     }
 
+    /// Whether `next` is this prompt with one or more clicks added (same slice, class and box).
+    fn continued_by(&self, next: &SlicePrompt) -> bool {
+        (self.slice, self.class, self.bbox) == (next.slice, next.class, next.bbox)
+            && next.clicks.len() > self.clicks.len()
+            && next.clicks.starts_with(&self.clicks)
+            && (self.bbox.is_some() || !self.clicks.is_empty())
+    }
+
     /// Replays the prompt on `frame` for `object` (see the module's order); returns the last call's output.
     pub fn apply(&self, predictor: &mut VideoPredictor, frame: usize, object: usize, frame_size: [usize; 2]) -> Result<SamOutput, String> {
         let mut out = None;
@@ -118,17 +126,62 @@ pub fn preview(
     painted: Option<&GrayImage>,
     prompt: &SlicePrompt,
 ) -> Result<(SamOutput, bool), String> {
+    preview_after(model, cache, image, painted, prompt, None).map(|(out, encoded, _)| (out, encoded))
+}
+
+/// What a slice's feedback leaves for the next click on it ([`preview_after`]).
+pub struct PromptMemo {
+    prompt: SlicePrompt,
+    image: Key,
+    /// The painted mask of the prompt's class that went in first, if any (0/1).
+    painted: Option<Vec<u8>>,
+    state: FramePrompt,
+}
+
+/// [`preview`], continuing from `last` (the previous feedback on this slice) when `prompt` is `last`'s with
+/// clicks added: those clicks alone run, from the state the earlier ones left, so a click costs one prompt
+/// encoder and mask decoder run however many came before. The result is the replay's: the same calls on
+/// the same state. Anything else (another slice, class, box or painted mask, a click taken back) replays
+/// the prompt. `last` must come from the same model. Returns the output, whether the encoder ran, and the memo
+/// for the next click.
+pub fn preview_after(
+    model: &Sam2Base,
+    cache: Option<&SharedFeatureCache>,
+    image: &RgbImage,
+    painted: Option<&GrayImage>,
+    prompt: &SlicePrompt,
+    last: Option<&PromptMemo>,
+) -> Result<(SamOutput, bool, PromptMemo), String> {
     let (w, h) = image.dimensions();
     prompt.check(w as usize, h as usize)?;
-    let mut predictor = VideoPredictor::new(model, Box::new(OneSlice { image, cache }));
-    if let Some(labels) = painted.filter(|l| has_class(l, prompt.class)) {
-        if labels.dimensions() != (w, h) {
-            return Err(format!("the painted mask is {}x{} but the slice is {w}x{h}", labels.width(), labels.height()));
-        }
-        predictor.add_new_mask(0, 0, class_mask(labels, prompt.class, &model.device()))?;
+    if let Some(labels) = painted.filter(|l| l.dimensions() != (w, h)) {
+        return Err(format!("the painted mask is {}x{} but the slice is {w}x{h}", labels.width(), labels.height()));
     }
-    let out = prompt.apply(&mut predictor, 0, 0, [w as usize, h as usize])?;
-    Ok((out, predictor.frames_encoded() > 0))
+    let painted = painted.filter(|l| has_class(l, prompt.class));
+    let painted_bits = painted.map(|l| l.pixels().map(|p| u8::from(p[0] == prompt.class)).collect::<Vec<u8>>());
+    let key = Key::of(image, model.image_size());
+    let mut predictor = VideoPredictor::new(model, Box::new(OneSlice { image, cache }));
+    let size = [w as usize, h as usize];
+    let continued = last.filter(|m| m.image == key && m.painted == painted_bits && m.prompt.continued_by(prompt));
+    let out = match continued {
+        Some(memo) => {
+            predictor.restore_frame_prompt(0, 0, memo.state.clone())?;
+            let mut out = None;
+            for c in &prompt.clicks[memo.prompt.clicks.len()..] {
+                out = Some(predictor.add_new_points_or_box(0, 0, &[[c.x, c.y]], &[i32::from(c.positive)], None, false, size)?);
+            }
+            out.ok_or("no click to continue with")?
+        }
+        None => {
+            if let Some(labels) = painted {
+                predictor.add_new_mask(0, 0, class_mask(labels, prompt.class, &model.device()))?;
+            }
+            prompt.apply(&mut predictor, 0, 0, size)?
+        }
+    };
+    let state = predictor.frame_prompt(0, 0).ok_or("the prompt left no state")?;
+    let memo = PromptMemo { prompt: prompt.clone(), image: key, painted: painted_bits, state };
+    Ok((out, predictor.frames_encoded() > 0, memo))
 }
 
 /// Low-resolution logits `[1, M, S/4, S/4]` at a slice's size `[1, M, height, width]` (bilinear, as the run's

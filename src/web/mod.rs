@@ -132,6 +132,7 @@ pub fn load_sam2(bytes: Vec<u8>, name: String, overrides: Vec<String>) -> Result
         let features = FeatureCache::shared(PAGE_FEATURE_CACHE_BYTES);
         s.model = Some(LoadedModel { model, config, name, features });
         s.adapted = None;
+        s.last_prompt = None;
     });
     to_js(&Loaded { report, format, image_size })
 }

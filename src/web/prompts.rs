@@ -1,16 +1,16 @@
 //! Clicks and boxes on the shown slice (the page's prompt tool): SAM's feedback at once, computed by the core
 //! exactly as the run will treat that slice ([`crate::session::slice_prompt`]). The first prompt on a slice
-//! encodes it into the loaded model's feature cache, where the run finds it again; later ones only run the
-//! prompt encoder and mask decoder.
+//! encodes it into the loaded model's feature cache, where the run finds it again; a click added to the last
+//! prompt runs the prompt encoder and mask decoder once, from the state the last one left.
 
 use image::GrayImage;
 use wasm_bindgen::prelude::*;
 
 use super::encode_ahead::mapped_slice;
-use super::state::{loaded_model, loaded_volume};
+use super::state::{self, loaded_model, loaded_volume};
 use super::{js_err, set};
 use crate::session::read_f32;
-use crate::session::slice_prompt::{SlicePrompt, at_slice_size, preview};
+use crate::session::slice_prompt::{SlicePrompt, at_slice_size, preview_after};
 
 /// What the page sends: the slice's prompt for one class and the run's intensity option.
 #[derive(serde::Deserialize)]
@@ -39,7 +39,11 @@ pub async fn prompt_slice(request: JsValue, painted: Option<Vec<u8>>) -> Result<
     };
     let image = mapped_slice(slice, request.intensity)?;
     let model = loaded_model()?;
-    let (out, encoded) = preview(&model.model, Some(&model.features), &image, painted.as_ref(), &request.prompt).map_err(js_err)?;
+    // The next click on this slice continues from this one's state (one decoder run, not a replay).
+    let last = state::with_mut(|s| s.last_prompt.take());
+    let (out, encoded, memo) =
+        preview_after(&model.model, Some(&model.features), &image, painted.as_ref(), &request.prompt, last.as_ref()).map_err(js_err)?;
+    state::with_mut(|s| s.last_prompt = Some(memo));
     let result = js_sys::Object::new();
     set(&result, "mask", mask_js(at_slice_size(out.low_res_masks, w, h)).await?.into())?;
     set(&result, "iou", f64::from(read_f32(out.iou_score).await.map_err(js_err)?[0]).into())?;

@@ -19,6 +19,7 @@ use crate::imaging::intensity::IntensityInfo;
 use crate::prompt_free::PromptFree;
 use crate::sam2::{Sam2Base, Sam2Config};
 use crate::session::feature_cache::SharedFeatureCache;
+use crate::session::slice_prompt::PromptMemo;
 
 #[derive(Default)]
 pub(crate) struct WebState {
@@ -39,6 +40,9 @@ pub(crate) struct WebState {
     /// The model input's mapping resolved on the loaded volume for an intensity option, for the helpers that
     /// encode slices ahead (`encode_ahead.rs`).
     pub(crate) model_inputs: Option<(String, Rc<Volume>, IntensityInfo)>,
+    /// What the last click's feedback left, so that the next click on that slice continues from it
+    /// (`prompts.rs`); goes with the model.
+    pub(crate) last_prompt: Option<PromptMemo>,
 }
 
 /// The SAM2 model loaded by `load_sam2`, the config it was built from and its file's name.
