@@ -32,9 +32,19 @@ function roles(view, current) {
   return cells;
 }
 
+/** A slice's clicks and box for one class (prompts.js), in words: "2 clicks on it, 1 on the background, a box". */
+function promptNote(p) {
+  const on = p.clicks.filter((c) => c.positive).length;
+  const off = p.clicks.length - on;
+  const parts = [on && `${on} click${on > 1 ? 's' : ''} on it`, off && `${off} on the background`, p.box && 'a box'].filter(Boolean);
+  return parts.join(', ');
+}
+
 function cellTitle(c, supportNames) {
   const parts = [placeName(c.at, supportNames)];
-  if (c.role === 'current') parts.push(c.drawn ? 'being segmented: a drawn slice, its mask is yours' : 'being segmented');
+  if (c.role === 'current' && c.prompt) parts.push(`being segmented: a clicked slice, its mask is SAM's answer to your prompt (${promptNote(c.prompt)})`);
+  else if (c.role === 'current') parts.push(c.drawn ? 'being segmented: a drawn slice, its mask is yours' : 'being segmented');
+  else if (c.prompt) parts.push(`conditioned by your prompt: ${promptNote(c.prompt)}`);
   if (c.role === 'cond') parts.push(`conditioning memory, t_pos 0 (maskmem_tpos_enc[${c.tposEnc}])`);
   if (c.role === 'recent') parts.push(`${c.conditioning ? 'conditioning frame in a recent slot' : 'recent memory'}, t_pos ${c.tPos} (maskmem_tpos_enc[${c.tposEnc}])`);
   if (c.role === 'held') parts.push('in memory, not attended at this step');
@@ -84,7 +94,7 @@ function explanation(step, mode, options) {
   const tracked = options.similarityEviction
     ? `${recent} tracked memories chosen for variety and quality by the similarity eviction (numbered by temporal slot: ${recent} = the closest)`
     : `the ${recent} most recent slices it segmented, numbered by temporal slot (${recent} = the neighbouring slice, 1 = the oldest)`;
-  return `To segment the marked slice (▶), SAM2 attends to the conditioning slices (C: your painted masks or supports) and to ${tracked}. ` +
+  return `To segment the marked slice (▶), SAM2 attends to the conditioning slices (C: your painted masks, clicked slices (outlined) or supports) and to ${tracked}. ` +
     'It also reads the object pointers (dots) of earlier slices. Grey cells are held in memory but unused at this step.';
 }
 
@@ -115,6 +125,8 @@ export class BankView {
   /** A new run: `slices` in the volume, its classes (values, in the run's order), mode and memory options. */
   start({ slices, classes, mode, options }) {
     Object.assign(this, { slices, classes, mode, options, steps: [], shown: -1, follow: true });
+    // The run's clicks and boxes (options.prompts): "slice:class" -> prompt, marked on their cells.
+    this.prompted = new Map((options.prompts ?? []).map((p) => [`${p.slice}:${p.class}`, p]));
     this.root.hidden = false;
     this.scrubber.max = 0;
     this.scrubber.value = 0;
@@ -197,17 +209,18 @@ export class BankView {
       <span class="bank-count"></span>`;
     head.querySelector('.name').textContent = cls.name;
     const attended = view.spatial.length;
+    const prompt = (slice) => this.prompted?.get(`${slice}:${cls.value}`);
     head.querySelector('.bank-count').textContent = view.conditioning
-      ? 'drawn slice: its mask is used as it is'
+      ? (prompt(current) ? `clicked slice: SAM's mask from your prompt (${promptNote(prompt(current))})` : 'drawn slice: its mask is used as it is')
       : `${attended} memories and ${view.pointers.length} pointers attended · ${view.held.length} held`;
     const row = document.createElement('div');
     row.className = 'bank-strip';
     row.style.setProperty('--cells', String(supports + this.slices));
     const places = [...Array.from({ length: supports }, (_, i) => ({ support: i })), ...Array.from({ length: this.slices }, (_, i) => ({ slice: i }))];
     for (const at of places) {
-      const c = cells.get(key(at)) ?? { role: 'none', at };
+      const c = { ...(cells.get(key(at)) ?? { role: 'none', at }), prompt: 'slice' in at ? prompt(at.slice) : undefined };
       const el = document.createElement('span');
-      el.className = `bank-cell role-${c.role}${c.pointer !== undefined ? ' ptr' : ''}${'support' in at ? ' support' : ''}`;
+      el.className = `bank-cell role-${c.role}${c.pointer !== undefined ? ' ptr' : ''}${'support' in at ? ' support' : ''}${c.prompt ? ' prompted' : ''}`;
       el.dataset.role = c.role;
       if ('slice' in at) el.dataset.slice = at.slice;
       else el.dataset.support = at.support;

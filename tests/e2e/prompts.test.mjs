@@ -1,7 +1,7 @@
 // The prompt tool on the CPU fallback: clicks and a box with the mouse give SAM's mask at once (the first
 // click SAM's three candidates), undo and redo, the prompted slices condition the run exactly as the CLI's
 // --points / --box condition it (voxel for voxel within the usual rounding), a prompted slice's result is its
-// feedback, and the clicks come back after a reload.
+// feedback, the teaching view marks them, and the clicks come back after a reload.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -106,6 +106,12 @@ test('clicks and a box: SAM\'s mask at once, undo, the run conditioned as the CL
     const results = await page.evaluate(() => window.memsegApp.results());
     assert.equal(results[PAINTED_SLICE].join(), second.mask.join(), 'the clicked slice\'s result is its feedback');
     assert.equal(results[BOXED_SLICE].join(), boxed.mask.join(), 'the boxed slice\'s result is its feedback');
+
+    // The teaching view marks the prompted slices and says what was given there.
+    const marked = await page.evaluate(() => [...document.querySelectorAll('#teaching .bank-cell.prompted')].map((c) => [Number(c.dataset.slice), c.title]));
+    assert.deepEqual([...new Set(marked.map(([z]) => z))].sort((a, b) => a - b), [PAINTED_SLICE, BOXED_SLICE]);
+    assert.ok(marked.some(([z, t]) => z === PAINTED_SLICE && /1 click on it, 1 on the background/.test(t)), JSON.stringify(marked));
+    assert.ok(marked.some(([z, t]) => z === BOXED_SLICE && /a box/.test(t)));
 
     // The CLI with the same clicks and box on the same volume.
     const ours = niftiVoxels(await downloadFrom(page, '#export-nifti', dir));
