@@ -88,6 +88,24 @@ test('clicks and a box: SAM\'s mask at once, undo, the run conditioned as the CL
     await page.keyboard.press('Control+y');
     assert.equal((await feedback(page, PAINTED_SLICE, 2)).mask.join(), second.mask.join());
 
+    // Bad prompts reach the core only through the worker: each is refused with a message, nothing changes.
+    const refusals = await page.evaluate(async () => {
+      const ask = (prompt, painted = null) => window.memsegCall('promptSlice', { request: { prompt, intensity: 'auto' }, painted })
+        .then(() => 'accepted', (e) => e.message);
+      const click = [{ x: 5, y: 5, positive: true }];
+      return [
+        await ask({ slice: 99, class: 1, clicks: click }),
+        await ask({ slice: 3, class: 1, clicks: [{ x: 96, y: 5, positive: true }] }),
+        await ask({ slice: 3, class: 1 }),
+        await ask({ slice: 3, class: 1, box: [30, 5, 10, 20] }),
+        await ask({ slice: 3, class: 1, clicks: [{ x: 5, y: 5, positive: 2 }] }),
+        await ask({ slice: 3, class: 1, clicks: click }, new Uint8Array(10)),
+      ];
+    });
+    const expected = [/slice 99 is out of range/, /\(96, 5\) is not inside the 96x96 slice/, /give a box or at least one click/,
+      /empty or inverted/, /prompt: .*invalid type/, /painted mask is not 96x96/];
+    refusals.forEach((r, i) => assert.match(r, expected[i]));
+
     // A box dragged on slice 17.
     await page.fill('#slice', String(BOXED_SLICE));
     await page.waitForFunction((l) => document.querySelector('#slice-label').textContent.startsWith(l), `Slice ${BOXED_SLICE + 1} / 24`);
