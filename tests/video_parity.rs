@@ -1,6 +1,8 @@
 //! Video propagation against Meta's `SAM2VideoPredictor`: the fixtures (`tests/fixtures/*.video.safetensors`,
 //! made by `make_fixtures.py` from Meta's package) replay the prompts (masks, clicks, boxes) and the
-//! propagation passes Meta ran, and every step's outputs are compared.
+//! propagation passes Meta ran, round after round (the `refine` scenario clicks on a tracked frame after a
+//! first propagation, then propagates again: SAM2's interactive refinement), and every step's outputs are
+//! compared.
 //!
 //! Tolerances (the issue's): per step, max |ours - Meta| <= 1e-3 x std(Meta) for the low-resolution mask
 //! logits, the object pointer and the memory-conditioned features; the object score within 1e-3 x max(1, |s|)
@@ -122,8 +124,31 @@ fn replay(path: &Path, device: &Device) -> Report {
     let frames = Frames((0..fx.num_frames()).map(|f| fx.frame(f, device)).collect());
     let mut vp = VideoPredictor::new(&model, Box::new(frames));
     let mut report = Report::default();
+    // A round: its prompts, then its passes (round 1 on: SAM2's refinement of an already tracked video).
+    let round = |v: &serde_json::Value| v.get("round").and_then(|r| r.as_u64()).unwrap_or(0);
+    let prompts = fx.meta["prompts"].as_array().unwrap();
+    let passes = fx.meta["passes"].as_array().unwrap();
+    let rounds = 1 + prompts.iter().chain(passes).map(round).max().unwrap_or(0);
+    let mut step = 0usize;
+    for r in 0..rounds {
+        for (i, prompt) in prompts.iter().enumerate().filter(|(_, p)| round(p) == r) {
+            replay_prompt(&fx, &mut vp, &mut report, i, prompt, s, device);
+        }
+        for pass in passes.iter().filter(|p| round(p) == r) {
+            replay_pass(&fx, &mut vp, &mut report, pass, &mut step);
+        }
+    }
+    eprintln!("{}: {} comparisons, worst {:?}", fx.name, report.rows.len(),
+        report.rows.iter().max_by(|a, b| a.1.total_cmp(&b.1)));
+    for (what, e) in &report.rows {
+        eprintln!("  {what:<48} {e:.2e}");
+    }
+    report
+}
 
-    for (i, prompt) in fx.meta["prompts"].as_array().unwrap().iter().enumerate() {
+/// One `add_new_mask` / `add_new_points_or_box` call of the fixture, and its output against Meta's.
+fn replay_prompt(fx: &VideoFixture, vp: &mut VideoPredictor, report: &mut Report, i: usize, prompt: &serde_json::Value, s: usize, device: &Device) {
+    {
         let frame = prompt["frame"].as_u64().unwrap() as usize;
         let out = match prompt["kind"].as_str().unwrap() {
             "mask" => {
@@ -148,15 +173,19 @@ fn replay(path: &Path, device: &Device) -> Report {
         report.close(format!("prompt {i} obj_ptr"), &out.obj_ptr, key("obj_ptr"));
         report.score(format!("prompt {i} object score"), &out.object_score_logits, key("object_score_logits"));
     }
+}
 
-    let mut step = 0usize;
-    for pass in fx.meta["passes"].as_array().unwrap() {
+/// One `propagate_in_video` pass of the fixture, every step's outputs against Meta's.
+fn replay_pass(fx: &VideoFixture, vp: &mut VideoPredictor, report: &mut Report, pass: &serde_json::Value, step: &mut usize) {
+    {
+        let step_no = step;
         let reverse = pass["reverse"].as_bool().unwrap();
         let order: Vec<usize> = serde_json::from_value(pass["order"].clone()).unwrap();
         let mut seen = Vec::new();
         vp.propagate_in_video(None, None, reverse, |outputs| {
             let o = &outputs[0];
             seen.push(o.frame);
+            let step = *step_no;
             let key = |k: &str| fx.tensor(&format!("out.{step}.{k}"));
             let tag = |k: &str| format!("step {step} (frame {}{}) {k}", o.frame, if reverse { ", reverse" } else { "" });
             report.close(tag("pred_masks"), &o.pred_masks, key("pred_masks"));
@@ -168,7 +197,7 @@ fn replay(path: &Path, device: &Device) -> Report {
                 report.close_within(tag("pix_feat_with_mem"), pix, key("pix_feat_with_mem"), tol);
             }
             if let Some(mem) = &o.maskmem_features {
-                match knife_edge_flips(&fx, o.frame, &o.pred_masks).filter(|_| o.conditioning) {
+                match o.conditioning.then(|| knife_edge_flips(fx, o.frame, &o.pred_masks)).flatten() {
                     // The memory of a clicked frame is encoded from the binarized mask: where a logit is
                     // within a rounding error of 0 the two sides may binarize differently, and the memory
                     // differs there. The memory encoder itself is replayed on Meta's mask in
@@ -180,18 +209,12 @@ fn replay(path: &Path, device: &Device) -> Report {
                     _ => report.bf16(tag("maskmem_features"), mem, key("maskmem_features")),
                 }
             }
-            step += 1;
+            *step_no += 1;
             true
         })
         .unwrap();
         assert_eq!(seen, order, "{}: processing order", fx.name);
     }
-    eprintln!("{}: {} comparisons, worst {:?}", fx.name, report.rows.len(),
-        report.rows.iter().max_by(|a, b| a.1.total_cmp(&b.1)));
-    for (what, e) in &report.rows {
-        eprintln!("  {what:<48} {e:.2e}");
-    }
-    report
 }
 
 /// For a prompted frame: how many pixels of the binarized mask Meta fed its memory encoder (recorded by the
