@@ -103,13 +103,13 @@ cmd_test() {
   need_chromium
   need_vulkan
   need_npm_packages
-  say "native tests (cargo test --profile ci: release, dependencies other than the CPU kernels at opt-level 1)"
-  cargo test --profile ci --locked
+  say "native tests (cargo test --release)"
+  cargo test --release --locked
   say "native CLI for the browser tests"
-  cargo build --profile ci --locked --bin memseg
+  cargo build --release --locked --bin memseg
   build_wasm wasm-test target/wasm-test-pkg
   say "browser tests (headless Chromium, WebGPU through SwiftShader)"
-  MEMSEG_PKG=target/wasm-test-pkg MEMSEG_BIN=target/ci/memseg \
+  MEMSEG_PKG=target/wasm-test-pkg MEMSEG_BIN=target/release/memseg \
     node --test --test-concurrency=1 tests/e2e/
 }
 
