@@ -124,7 +124,7 @@ export async function refresh(p) {
   const ask = ++nextAsk;
   asked.set(key, ask);
   const started = performance.now();
-  const first = !state.feedback.has(key) && !onSlice(p.slice).some((q) => state.feedback.has(keyOf(q.slice, q.class)));
+  const first = !onSlice(p.slice).some((q) => state.feedback.has(keyOf(q.slice, q.class)));
   if (first) status('prompt-status', `Encoding slice ${p.slice + 1} for its clicks…`);
   try {
     const painted = state.drawn.get(p.slice);

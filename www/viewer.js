@@ -114,7 +114,8 @@ export class Viewer {
     const at = (x, y) => [x0 + x * scale, y0 + y * scale];
     const colour = new Map(this.app.classes().map((c) => [c.value, c.color]));
     ctx.lineWidth = 2;
-    const boxes = this.app.prompts(this.image.z).filter((p) => p.box).map((p) => ({ box: p.box, color: colour.get(p.class) ?? '#fff' }));
+    const prompts = this.app.prompts(this.image.z);
+    const boxes = prompts.filter((p) => p.box).map((p) => ({ box: p.box, color: colour.get(p.class) ?? '#fff' }));
     if (this.drag?.box) boxes.push({ box: this.drag.box, color: '#fff' });
     for (const { box: [bx0, by0, bx1, by1], color } of boxes) {
       ctx.strokeStyle = color;
@@ -122,7 +123,7 @@ export class Viewer {
       ctx.strokeRect(...at(bx0, by0), (bx1 - bx0) * scale, (by1 - by0) * scale);
     }
     ctx.setLineDash([]);
-    for (const p of this.app.prompts(this.image.z)) {
+    for (const p of prompts) {
       for (const c of p.clicks) {
         const [cx, cy] = at(c.x + 0.5, c.y + 0.5);
         ctx.beginPath();

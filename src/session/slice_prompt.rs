@@ -77,7 +77,6 @@ impl SlicePrompt {
         (self.slice, self.class, self.bbox) == (next.slice, next.class, next.bbox)
             && next.clicks.len() > self.clicks.len()
             && next.clicks.starts_with(&self.clicks)
-            && (self.bbox.is_some() || !self.clicks.is_empty())
     }
 
     /// Replays the prompt on `frame` for `object` (see the module's order); returns the last call's output.
@@ -86,12 +85,18 @@ impl SlicePrompt {
         if let Some(b) = self.bbox {
             out = Some(predictor.add_new_points_or_box(frame, object, &[], &[], Some(b), true, frame_size)?);
         }
-        for (i, c) in self.clicks.iter().enumerate() {
+        self.apply_clicks(predictor, frame, object, frame_size, 0)?.or(out).ok_or_else(|| format!("slice {}, class {}: give a box or at least one click", self.slice, self.class))
+    }
+
+    /// The clicks from the `from`-th on, each its own call appended to the frame's earlier ones (the first
+    /// click of a prompt without a box clears the frame's clicks); the last call's output, if any click ran.
+    fn apply_clicks(&self, predictor: &mut VideoPredictor, frame: usize, object: usize, frame_size: [usize; 2], from: usize) -> Result<Option<SamOutput>, String> {
+        let mut out = None;
+        for (i, c) in self.clicks.iter().enumerate().skip(from) {
             let clear = i == 0 && self.bbox.is_none();
-            let label = i32::from(c.positive);
-            out = Some(predictor.add_new_points_or_box(frame, object, &[[c.x, c.y]], &[label], None, clear, frame_size)?);
+            out = Some(predictor.add_new_points_or_box(frame, object, &[[c.x, c.y]], &[i32::from(c.positive)], None, clear, frame_size)?);
         }
-        out.ok_or_else(|| format!("slice {}, class {}: give a box or at least one click", self.slice, self.class))
+        Ok(out)
     }
 }
 
@@ -166,11 +171,7 @@ pub fn preview_after(
     let out = match continued {
         Some(memo) => {
             predictor.restore_frame_prompt(0, 0, memo.state.clone())?;
-            let mut out = None;
-            for c in &prompt.clicks[memo.prompt.clicks.len()..] {
-                out = Some(predictor.add_new_points_or_box(0, 0, &[[c.x, c.y]], &[i32::from(c.positive)], None, false, size)?);
-            }
-            out.ok_or("no click to continue with")?
+            prompt.apply_clicks(&mut predictor, 0, 0, size, memo.prompt.clicks.len())?.ok_or("no click to continue with")?
         }
         None => {
             if let Some(labels) = painted {

@@ -29,15 +29,12 @@ pub async fn prompt_slice(request: JsValue, painted: Option<Vec<u8>>) -> Result<
     let request: PromptRequest = serde_wasm_bindgen::from_value(request).map_err(|e| JsError::new(&format!("prompt: {e}")))?;
     let loaded = loaded_volume()?;
     let (w, h) = (loaded.volume.width, loaded.volume.height);
-    let slice = request.prompt.slice;
-    if slice >= loaded.volume.depth {
-        return Err(JsError::new(&format!("slice {slice} is out of range ({} slices)", loaded.volume.depth)));
-    }
     let painted = match painted {
         Some(labels) => Some(GrayImage::from_raw(w as u32, h as u32, labels).ok_or_else(|| JsError::new(&format!("the painted mask is not {w}x{h}")))?),
         None => None,
     };
-    let image = mapped_slice(slice, request.intensity)?;
+    // Refuses a slice beyond the volume.
+    let image = mapped_slice(request.prompt.slice, request.intensity)?;
     let model = loaded_model()?;
     // The next click on this slice continues from this one's state (one decoder run, not a replay).
     let last = state::with_mut(|s| s.last_prompt.take());
