@@ -1,8 +1,9 @@
 //! Video propagation against Meta's `SAM2VideoPredictor`: the fixtures (`tests/fixtures/*.video.safetensors`,
 //! made by `make_fixtures.py` from Meta's package) replay the prompts (masks, clicks, boxes) and the
 //! propagation passes Meta ran, round after round (the `refine` scenario clicks on a tracked frame after a
-//! first propagation, then propagates again: SAM2's interactive refinement), and every step's outputs are
-//! compared.
+//! first propagation, then propagates again: SAM2's interactive refinement; `correct` does it with
+//! `add_all_frames_to_correct_as_cond`, propagating from each corrected frame as Meta's demo does), and every
+//! step's outputs are compared.
 //!
 //! Tolerances (the issue's): per step, max |ours - Meta| <= 1e-3 x std(Meta) for the low-resolution mask
 //! logits, the object pointer and the memory-conditioned features; the object score within 1e-3 x max(1, |s|)
@@ -123,6 +124,7 @@ fn replay(path: &Path, device: &Device) -> Report {
     let s = model.image_size();
     let frames = Frames((0..fx.num_frames()).map(|f| fx.frame(f, device)).collect());
     let mut vp = VideoPredictor::new(&model, Box::new(frames));
+    vp.set_add_all_frames_to_correct_as_cond(fx.meta["settings"]["add_all_frames_to_correct_as_cond"].as_bool().unwrap());
     let mut report = Report::default();
     // A round: its prompts, then its passes (round 1 on: SAM2's refinement of an already tracked video).
     let round = |v: &serde_json::Value| v.get("round").and_then(|r| r.as_u64()).unwrap_or(0);
@@ -180,9 +182,11 @@ fn replay_pass(fx: &VideoFixture, vp: &mut VideoPredictor, report: &mut Report, 
     {
         let step_no = step;
         let reverse = pass["reverse"].as_bool().unwrap();
+        // Meta's default start (the first conditioning frame), or a corrected frame (the `correct` scenario).
+        let start = pass.get("start").and_then(|s| s.as_u64()).map(|s| s as usize);
         let order: Vec<usize> = serde_json::from_value(pass["order"].clone()).unwrap();
         let mut seen = Vec::new();
-        vp.propagate_in_video(None, None, reverse, |outputs| {
+        vp.propagate_in_video(start, None, reverse, |outputs| {
             let o = &outputs[0];
             seen.push(o.frame);
             let step = *step_no;

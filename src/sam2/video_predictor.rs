@@ -90,11 +90,35 @@ pub struct VideoPredictor<'a> {
     /// tracked memories are attended to.
     max_conditioning: Option<usize>,
     recent: RecentMemories,
+    /// Meta's `add_all_frames_to_correct_as_cond`: clicks on a tracked frame make it a conditioning frame
+    /// (off by default, as in Meta's builder; a correction is then tracked over by the next pass).
+    add_all_frames_to_correct_as_cond: bool,
 }
 
 impl<'a> VideoPredictor<'a> {
     pub fn new(model: &'a Sam2Base, frames: Box<dyn FrameSource + 'a>) -> Self {
-        Self { model, frames, objects: Vec::new(), cached: None, frames_encoded: 0, max_conditioning: None, recent: RecentMemories::Neighbours }
+        Self {
+            model,
+            frames,
+            objects: Vec::new(),
+            cached: None,
+            frames_encoded: 0,
+            max_conditioning: None,
+            recent: RecentMemories::Neighbours,
+            add_all_frames_to_correct_as_cond: false,
+        }
+    }
+
+    /// Meta's `add_all_frames_to_correct_as_cond`: with it, clicks on an already tracked frame (a correction)
+    /// make that frame a conditioning frame, so that a propagation from it keeps and carries the correction
+    /// (what Meta's web demo does); without it (the builder's default) the next pass tracks the frame again.
+    pub fn set_add_all_frames_to_correct_as_cond(&mut self, on: bool) {
+        self.add_all_frames_to_correct_as_cond = on;
+    }
+
+    /// Whether `object` has been tracked on `frame` and in which direction (`Some(reverse)`).
+    pub fn tracked_direction(&self, frame: usize, object: usize) -> Option<bool> {
+        self.objects.get(object)?.frames_tracked.get(&frame).copied()
     }
 
     pub fn model(&self) -> &'a Sam2Base {
@@ -268,6 +292,7 @@ impl<'a> VideoPredictor<'a> {
         let features = self.features(frame)?;
         let num_frames = self.num_frames();
         let model = self.model;
+        let correct_as_cond = self.add_all_frames_to_correct_as_cond;
         let state = self.object_mut(object);
         // A frame not tracked yet starts the object there (like SAM on an image); a tracked frame is corrected.
         let is_init_cond_frame = !state.frames_tracked.contains_key(&frame);
@@ -285,7 +310,8 @@ impl<'a> VideoPredictor<'a> {
             prev_logits,
         );
         let sam = out.sam.clone();
-        state.temp.insert(frame, (out, is_init_cond_frame));
+        let is_cond = is_init_cond_frame || correct_as_cond;
+        state.temp.insert(frame, (out, is_cond));
         Ok(sam)
     }
 
