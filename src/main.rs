@@ -96,12 +96,14 @@ struct SegmentArgs {
     /// A mask drawn on a query slice, INDEX=MASK.png (0-based; 0 is background, other values are classes). Repeatable.
     #[arg(long = "mask", value_parser = parse_mask)]
     masks: Vec<(usize, PathBuf)>,
-    /// Clicks on a query slice, INDEX[:CLASS]=X,Y,LABEL[;X,Y,LABEL...] in the slice's pixels (LABEL 1: the
-    /// object, 0: background; CLASS 1 when left out), applied one after another as a user clicks. Repeatable.
+    /// Clicks on a query slice, INDEX[:CLASS][@ROUND]=X,Y,LABEL[;X,Y,LABEL...] in the slice's pixels (LABEL 1:
+    /// the object, 0: background; CLASS 1 when left out), applied one after another as a user clicks. ROUND 0
+    /// (left out): before the first propagation; ROUND r: a correction after r rounds of propagation, on the
+    /// tracked slice, which is then tracked again from that slice outwards (as in Meta's demo). Repeatable.
     #[arg(long = "points", value_parser = SlicePrompt::parse_points)]
     points: Vec<SlicePrompt>,
-    /// A box on a query slice, INDEX[:CLASS]=X0,Y0,X1,Y1 in the slice's pixels (one per slice and class; the
-    /// slice's clicks for that class refine it). Repeatable.
+    /// A box on a query slice, INDEX[:CLASS][@ROUND]=X0,Y0,X1,Y1 in the slice's pixels (one per slice, class
+    /// and round; the slice's clicks for that class refine it). Repeatable.
     #[arg(long = "box", value_parser = SlicePrompt::parse_box)]
     boxes: Vec<SlicePrompt>,
     /// An external support, IMAGE=MASK.png (another slice, volume or patient). Repeatable.

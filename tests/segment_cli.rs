@@ -55,26 +55,29 @@ fn fixture_inputs(fx: &VideoFixture, dir: &Path) -> Vec<String> {
     for prompt in fx.meta["prompts"].as_array().unwrap() {
         let frame = prompt["frame"].as_u64().unwrap() as usize;
         let numbers = |key: &str| -> Vec<String> { prompt[key].as_array().unwrap().iter().map(|v| v.to_string()).collect() };
+        let round = prompt.get("round").and_then(|r| r.as_u64()).unwrap_or(0);
+        let target = format!("{frame}@{round}");
         match prompt["kind"].as_str().unwrap() {
             "mask" => {}
             "box" => {
-                args.extend(["--box".into(), format!("{frame}={}", numbers("box").join(","))]);
+                args.extend(["--box".into(), format!("{target}={}", numbers("box").join(","))]);
                 continue;
             }
             "points" => {
                 // The CLI appends a slice's clicks one call at a time, clearing only before the first.
-                assert_eq!(prompt["clear_old_points"].as_bool().unwrap(), clicked.insert(frame), "a fixture the CLI can express");
+                assert_eq!(prompt["clear_old_points"].as_bool().unwrap(), clicked.insert((frame, round)), "a fixture the CLI can express");
                 let points: Vec<[f32; 2]> = serde_json::from_value(prompt["points"].clone()).unwrap();
                 let labels: Vec<i32> = serde_json::from_value(prompt["labels"].clone()).unwrap();
                 assert_eq!(points.len(), 1, "one click per call, as the CLI replays them");
-                args.extend(["--points".into(), format!("{frame}={},{},{}", points[0][0], points[0][1], labels[0])]);
+                args.extend(["--points".into(), format!("{target}={},{},{}", points[0][0], points[0][1], labels[0])]);
                 continue;
             }
             other => panic!("unknown prompt kind {other}"),
         }
         let (_, mask) = fx.tensor(&format!("prompt.{frame}.mask")).unwrap();
         let path = dir.join(format!("mask{frame}.png"));
-        let pixels = mask.iter().map(|&v| if v > 0.5 { 255 } else { 0 }).collect();
+        // Label 1, the class clicks take when they name none (a 0/255 mask would be class 255).
+        let pixels = mask.iter().map(|&v| u8::from(v > 0.5)).collect();
         image::GrayImage::from_raw(w as u32, h as u32, pixels).unwrap().save(&path).unwrap();
         args.extend(["--mask".into(), format!("{frame}={}", s(&path))]);
     }
@@ -86,7 +89,7 @@ fn fixture_inputs(fx: &VideoFixture, dir: &Path) -> Vec<String> {
 
 #[test]
 fn segment_logits_match_metas_video_predictor() {
-    let names = ["tiny21_reduced_128.mid", "tiny21_reduced_256.mid", "tiny20_reduced_128.mid", "tiny21_reduced_128.click", "tiny21_reduced_128.box"];
+    let names = ["tiny21_reduced_128.mid", "tiny21_reduced_256.mid", "tiny20_reduced_128.mid", "tiny21_reduced_128.click", "tiny21_reduced_128.box", "tiny21_reduced_128.correct"];
     for name in names {
         let fx = VideoFixture::open(&fixtures().join(format!("{name}.video.safetensors")));
         let dir = scratch(name);
@@ -453,6 +456,11 @@ fn bad_inputs_are_refused_with_clear_errors() {
     refused("class", &args(&["--frames", &fr, "--classes", "1", "--points", "1=5,5,1", "--points", "2:3=5,5,1"]), "class 3", "not among the classes");
     refused("two boxes", &args(&["--frames", &fr, "--box", "1=1,1,9,9", "--box", "1=2,2,8,8"]), "slice 1", "one box per slice");
     refused("supports-only", &args(&["--frames", &fr, "--mode", "supports-only", "--points", "2=5,5,1"]), "clicks", "propagate mode");
+    // Corrections (rounds after the first) need something to correct and every tracked memory.
+    refused("correction alone", &args(&["--frames", &fr, "--points", "1@1=5,5,1"]), "class 1", "a correction needs a mask to correct");
+    refused("round", &args(&["--frames", &fr, "--points", "1@one=5,5,1"]), "round 'one'", "expected 0, 1, 2");
+    let evicting = ["--frames", &fr, "--mask", &format!("1={good}"), "--points", "2:255@1=5,5,1", "--similarity-eviction"];
+    refused("correction evicted", &args(&evicting), "corrections", "turn similarity eviction off");
     // The image given as its own ground truth: refused, as the page refuses it (values outside 0..=255 or not
     // whole are no labels), not rounded and clamped into labels.
     let image_as_truth = dir.join("image.nii");

@@ -36,7 +36,7 @@ fn close<const D: usize>(what: &str, ours: &Tensor<D>, reference: Option<(Vec<us
 fn slice_prompt(fx: &VideoFixture, calls: usize) -> SlicePrompt {
     let prompts = fx.meta["prompts"].as_array().unwrap();
     let frame = prompts[0]["frame"].as_u64().unwrap() as usize;
-    let mut p = SlicePrompt { slice: frame, class: 1, bbox: None, clicks: Vec::new() };
+    let mut p = SlicePrompt { slice: frame, class: 1, bbox: None, clicks: Vec::new(), round: 0 };
     for q in &prompts[..calls] {
         if let Some(b) = q.get("box") {
             p.bbox = Some(serde_json::from_value(b.clone()).unwrap());

@@ -128,6 +128,8 @@ pub struct Session {
     pub(super) query_prompts: Vec<slice_prompt::SlicePrompt>,
     /// Encoder features kept from earlier runs of the same model ([`feature_cache`]).
     pub(super) features: Option<SharedFeatureCache>,
+    /// A propagation keeps every tracked memory (for corrections after it; see [`Session::keep_memories`]).
+    pub(super) keep_memories: bool,
 }
 
 impl Session {
@@ -142,11 +144,19 @@ impl Session {
         if classes.is_empty() || classes.contains(&0) {
             return Err("give one or more classes (label values 1..=255)".into());
         }
-        Ok(Self { classes, supports: Vec::new(), query: Rc::new(query), query_masks: Vec::new(), query_prompts: Vec::new(), features: None })
+        Ok(Self { classes, supports: Vec::new(), query: Rc::new(query), query_masks: Vec::new(), query_prompts: Vec::new(), features: None, keep_memories: false })
     }
 
     pub fn num_slices(&self) -> usize {
         self.query.len()
+    }
+
+    /// A propagation keeps every tracked memory instead of releasing those no later slice reads, so that
+    /// corrections can follow the run (the page): about `mem_dim x (S/16)^2` bf16-rounded floats plus
+    /// the `(S/4)^2` logits per slice and class (0.33 MB at 512, 1.3 MB at 1024). Runs with corrections given
+    /// up front keep them anyway.
+    pub fn keep_memories(&mut self, keep: bool) {
+        self.keep_memories = keep;
     }
 
     /// Takes encoder features from `cache` and keeps new ones there (the page's re-runs).
@@ -188,7 +198,7 @@ impl Session {
     pub async fn start<'m>(&self, model: &'m Sam2Base, mode: Mode, memory: MemoryOptions) -> Result<Run<'m>, String> {
         for (object, &class) in self.classes.iter().enumerate() {
             if !self.class_is_given(class) {
-                return Err(format!("class {class} (object {object}) has no pixel in any support or drawn mask, and no click or box"));
+                return Err(format!("class {class} (object {object}) has no pixel in any support or drawn mask, and no click or box before the first run (a correction needs a mask to correct)"));
             }
         }
         if let Some(cache) = &self.features {

@@ -10,6 +10,7 @@ use image::{GrayImage, RgbImage};
 use super::feature_cache::{SharedFeatureCache, encode};
 use super::bank_snapshot::{Admission, ObjectBank, Place, StepBank, SupportScore};
 use super::sgp::{Kept, admit, chosen_supports, normalize, scored_supports, similarity_vector};
+use super::slice_prompt::SlicePrompt;
 use super::{MemoryOptions, Placement, Session, SliceOutput, Support, class_mask, has_class, read_f32};
 use crate::sam2::memory_bank::RecentMemories;
 use crate::sam2::sam2_base::{ImageFeatures, Sam2Base};
@@ -75,6 +76,18 @@ pub(super) struct PropagateRun<'m> {
     support_ids: Vec<usize>,
     /// SGP's support selection, as scored (empty without `select_supports`).
     support_scores: Vec<SupportScore>,
+    /// Corrections (prompts of round >= 1), applied when `order` reaches the round's first step.
+    rounds: Vec<CorrectionRound>,
+    /// Every tracked memory is kept (no release): corrections may come on any slice.
+    keep_memories: bool,
+    /// The query slices' size `[width, height]` (prompts are in their pixels).
+    slice_size: [usize; 2],
+}
+
+/// One round of corrections: its prompts on sequence frames, and where its passes begin in `order`.
+struct CorrectionRound {
+    first_step: usize,
+    prompts: Vec<(usize, usize, SlicePrompt)>,
 }
 
 /// Supports chosen for a propagation: the supports, their session indices, SGP's scores, encoder runs spent.
@@ -132,22 +145,48 @@ impl<'m> PropagateRun<'m> {
                 }
             }
         }
-        // Clicks and boxes after the masks: on a painted slice they refine the class's mask.
+        // Clicks and boxes after the masks: on a painted slice they refine the class's mask. Corrections
+        // (later rounds) wait for the passes before them; they make their slice a conditioning frame.
         let (w, h) = session.query[0].dimensions();
+        let slice_size = [w as usize, h as usize];
+        let mut corrections = Vec::new();
         for p in &session.query_prompts {
             let frame = if p.slice < at { p.slice } else { p.slice + supports.len() };
             let object = session.classes.iter().position(|&c| c == p.class).ok_or("a prompt for an unknown class")?;
-            p.apply(&mut predictor, frame, object, [w as usize, h as usize])?;
+            match p.round {
+                0 => _ = p.apply(&mut predictor, frame, object, slice_size)?,
+                _ => corrections.push((frame, object, p.clone())),
+            }
         }
+        if !corrections.is_empty() && memory.similarity_eviction {
+            return Err("corrections (clicks after a run) need every tracked memory: turn similarity eviction off".into());
+        }
+        predictor.set_add_all_frames_to_correct_as_cond(true);
         let forward = predictor.begin_propagation(None, None, false)?;
         let start = predictor.first_conditioning_frame().expect("prompts added");
         let mut order: Vec<(usize, bool)> = forward.into_iter().map(|f| (f, false)).collect();
         // Meta's reverse pass starts at the same (earliest) conditioning frame; it re-yields that frame.
         order.extend((0..=start).rev().filter(|_| start > 0).map(|f| (f, true)));
+        let rounds = plan_rounds(corrections, &mut order, start, sequence.len());
         let cfg = model.tracking_config();
         let reach = cfg.num_maskmem * cfg.memory_temporal_stride_for_eval.max(1) + cfg.max_obj_ptrs_in_encoder;
         let eviction = memory.similarity_eviction.then(|| (0..session.classes.len()).map(|_| Vec::new()).collect());
-        Ok(Self { predictor, sequence, order, next: 0, start, reach, extra_encoded, eviction, support_ids, support_scores })
+        let keep_memories = session.keep_memories || !rounds.is_empty();
+        Ok(Self {
+            predictor,
+            sequence,
+            order,
+            next: 0,
+            start,
+            reach,
+            extra_encoded,
+            eviction,
+            support_ids,
+            support_scores,
+            rounds,
+            keep_memories,
+            slice_size,
+        })
     }
 
     /// All supports, or (SGP) the `k` most similar to the query slice where they are inserted.
@@ -175,6 +214,9 @@ impl<'m> PropagateRun<'m> {
 
     pub(super) async fn step(&mut self) -> Option<Result<SliceOutput, String>> {
         loop {
+            if let Err(e) = self.correct_before(self.next) {
+                return Some(Err(e));
+            }
             let &(frame, reverse) = self.order.get(self.next)?;
             let pass_starts = self.next > 0 && reverse && !self.order[self.next - 1].1;
             self.next += 1;
@@ -193,7 +235,9 @@ impl<'m> PropagateRun<'m> {
                     Err(e) => return Some(Err(e)),
                 }
             } else {
-                self.release_memories(frame, reverse);
+                if !self.keep_memories {
+                    self.release_memories(frame, reverse);
+                }
                 Vec::new()
             };
             if let SeqFrame::Query(slice) = self.sequence[frame] {
@@ -202,6 +246,21 @@ impl<'m> PropagateRun<'m> {
                 return Some(Ok(SliceOutput { slice, reverse, logits, supports_used: Vec::new(), bank }));
             }
         }
+    }
+
+    /// Applies the corrections of the round whose passes begin at step `next`, if one does, and runs the
+    /// preflight that turns them into conditioning memories.
+    fn correct_before(&mut self, next: usize) -> Result<(), String> {
+        let Some(round) = self.rounds.iter_mut().find(|r| r.first_step == next && !r.prompts.is_empty()) else {
+            return Ok(());
+        };
+        for (frame, object, prompt) in std::mem::take(&mut round.prompts) {
+            if self.predictor.tracked_direction(frame, object).is_none() {
+                return Err(format!("slice {}: a correction on a slice no earlier round tracked", prompt.slice));
+            }
+            prompt.apply(&mut self.predictor, frame, object, self.slice_size)?;
+        }
+        self.predictor.begin_propagation(None, None, false).map(drop)
     }
 
     /// Each class's bank at this step (the teaching view), from the core's own outputs and decisions.
@@ -256,4 +315,36 @@ impl<'m> PropagateRun<'m> {
             self.predictor.retain_tracked(|_, f| f + reach > frame || (f > start && f <= start + reach));
         }
     }
+}
+
+/// Orders each correction round's passes after round 0's (`order`, from the first conditioning frame
+/// `start`): a round tracks again from its corrected frames outwards, in the direction each was tracked
+/// (forward beyond `start`, in reverse up to it, as Meta's `frames_tracked` records them and keeps them):
+/// one forward pass from the first corrected frame on that side, one reverse pass from the last on the other
+/// (Meta's `propagate_in_video(start_frame_idx, reverse)`; a pass from each corrected frame would track the
+/// same frames again to the same result), the pass with the earlier start first. A correction on frame 0
+/// tracked in reverse has no frame left to track (Meta yields nothing): its own step yields it.
+fn plan_rounds(corrections: Vec<(usize, usize, SlicePrompt)>, order: &mut Vec<(usize, bool)>, start: usize, n: usize) -> Vec<CorrectionRound> {
+    let mut by_round: std::collections::BTreeMap<usize, Vec<(usize, usize, SlicePrompt)>> = Default::default();
+    for c in corrections {
+        by_round.entry(c.2.round).or_default().push(c);
+    }
+    let reversed = |f: usize| f < start || (f == start && start > 0);
+    let mut rounds = Vec::new();
+    for (_, prompts) in by_round {
+        let frames = || prompts.iter().map(|(f, ..)| *f);
+        let mut passes: Vec<(usize, bool)> = Vec::new();
+        passes.extend(frames().filter(|&f| !reversed(f)).min().map(|f| (f, false)));
+        passes.extend(frames().filter(|&f| reversed(f)).max().map(|f| (f, true)));
+        passes.sort();
+        let first_step = order.len();
+        for (from, reverse) in passes {
+            match reverse {
+                false => order.extend((from..n).map(|f| (f, false))),
+                true => order.extend((0..=from).rev().map(|f| (f, true))),
+            }
+        }
+        rounds.push(CorrectionRound { first_step, prompts });
+    }
+    rounds
 }

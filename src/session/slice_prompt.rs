@@ -8,6 +8,13 @@
 //! a user clicks one point after another; so the page (one call per click, feedback after each) and the CLI
 //! (the whole list at once) give the same mask. A mask painted for the same class on the same slice goes in
 //! first: the clicks then refine it.
+//!
+//! Rounds, as a user works: prompts of round 0 come before the first propagation (each prompted slice is
+//! SAM's answer on that slice alone); a prompt of round `r >= 1` is a correction made after `r` rounds of
+//! propagation, on a slice they tracked. It goes through the same calls, but on the tracked slice, so it
+//! attends to the memory bank and starts from the tracked mask, and the slice becomes a conditioning frame
+//! (Meta's `add_all_frames_to_correct_as_cond`, as in Meta's web demo); the volume is then tracked again from
+//! the corrected slices outwards (`propagate.rs`).
 
 use burn::tensor::Tensor;
 use image::{GrayImage, RgbImage};
@@ -41,6 +48,13 @@ pub struct SlicePrompt {
     pub bbox: Option<[f32; 4]>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub clicks: Vec<Click>,
+    /// 0: given before the first propagation; `r >= 1`: a correction after `r` rounds (see the module).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub round: usize,
+}
+
+fn is_zero(round: &usize) -> bool {
+    *round == 0
 }
 
 impl SlicePrompt {
@@ -74,7 +88,7 @@ impl SlicePrompt {
 
     /// Whether `next` is this prompt with one or more clicks added (same slice, class and box).
     fn continued_by(&self, next: &SlicePrompt) -> bool {
-        (self.slice, self.class, self.bbox) == (next.slice, next.class, next.bbox)
+        (self.slice, self.class, self.bbox, self.round) == (next.slice, next.class, next.bbox, next.round)
             && next.clicks.len() > self.clicks.len()
             && next.clicks.starts_with(&self.clicks)
     }
@@ -191,11 +205,12 @@ pub fn at_slice_size(logits: Tensor<4>, width: usize, height: usize) -> Tensor<4
     crate::sam2::interpolate::bilinear(logits, [height, width], false)
 }
 
-/// `memseg segment --points` and `--box` values: `INDEX[:CLASS]=...` (class 1 when left out).
+/// `memseg segment --points` and `--box` values: `INDEX[:CLASS][@ROUND]=...` (class 1 and round 0 when left
+/// out).
 impl SlicePrompt {
-    /// `INDEX[:CLASS]=X,Y,LABEL[;X,Y,LABEL...]`, LABEL 1 for the object and 0 for the background.
+    /// `INDEX[:CLASS][@ROUND]=X,Y,LABEL[;X,Y,LABEL...]`, LABEL 1 for the object and 0 for the background.
     pub fn parse_points(spec: &str) -> Result<Self, String> {
-        let (mut prompt, values) = Self::parse_target(spec, "INDEX[:CLASS]=X,Y,LABEL[;X,Y,LABEL...]")?;
+        let (mut prompt, values) = Self::parse_target(spec, "INDEX[:CLASS][@ROUND]=X,Y,LABEL[;X,Y,LABEL...]")?;
         for click in values.split(';') {
             let [x, y, label] = numbers::<3>(click).map_err(|e| format!("click '{click}': {e} (expected X,Y,LABEL)"))?;
             let positive = match label {
@@ -208,23 +223,25 @@ impl SlicePrompt {
         Ok(prompt)
     }
 
-    /// `INDEX[:CLASS]=X0,Y0,X1,Y1`.
+    /// `INDEX[:CLASS][@ROUND]=X0,Y0,X1,Y1`.
     pub fn parse_box(spec: &str) -> Result<Self, String> {
-        let (mut prompt, values) = Self::parse_target(spec, "INDEX[:CLASS]=X0,Y0,X1,Y1")?;
+        let (mut prompt, values) = Self::parse_target(spec, "INDEX[:CLASS][@ROUND]=X0,Y0,X1,Y1")?;
         prompt.bbox = Some(numbers::<4>(values).map_err(|e| format!("box '{values}': {e} (expected X0,Y0,X1,Y1)"))?);
         Ok(prompt)
     }
 
-    /// The slice and class before `=`, and what follows it.
+    /// The slice, class and round before `=`, and what follows it.
     fn parse_target<'a>(spec: &'a str, form: &str) -> Result<(Self, &'a str), String> {
         let (target, values) = spec.split_once('=').ok_or_else(|| format!("expected {form}"))?;
+        let (target, round) = target.split_once('@').unwrap_or((target, "0"));
+        let round = round.trim().parse().map_err(|_| format!("round '{round}': expected 0, 1, 2..."))?;
         let (index, class) = target.split_once(':').unwrap_or((target, "1"));
         let slice = index.trim().parse().map_err(|e| format!("slice index '{index}': {e}"))?;
         let class = match class.trim().parse::<u8>() {
             Ok(c) if c > 0 => c,
             _ => return Err(format!("class '{class}': expected a label value 1..=255")),
         };
-        Ok((Self { slice, class, bbox: None, clicks: Vec::new() }, values))
+        Ok((Self { slice, class, bbox: None, clicks: Vec::new(), round }, values))
     }
 }
 
@@ -240,8 +257,9 @@ fn numbers<const N: usize>(text: &str) -> Result<[f32; N], String> {
 
 impl Session {
     /// Clicks and a box on query slice `prompt.slice` for one of the session's classes: that slice becomes a
-    /// conditioning frame for the class ([`super::Mode::Propagate`]). A second prompt for the same slice and
-    /// class adds its clicks after the first's (and may give the box if the first had none).
+    /// conditioning frame for the class ([`super::Mode::Propagate`]), from the start (round 0) or as a
+    /// correction after `prompt.round` rounds of propagation. A second prompt for the same slice, class and
+    /// round adds its clicks after the first's (and may give the box if the first had none).
     pub fn add_query_prompt(&mut self, prompt: SlicePrompt) -> Result<(), String> {
         let image = self.query_slice(prompt.slice, &format!("the prompt on slice {}", prompt.slice))?;
         let (w, h) = image.dimensions();
@@ -249,7 +267,7 @@ impl Session {
         if !self.classes.contains(&prompt.class) {
             return Err(format!("slice {}: a prompt for class {}, which is not among the classes {:?}", prompt.slice, prompt.class, self.classes));
         }
-        let same = |p: &&mut SlicePrompt| p.slice == prompt.slice && p.class == prompt.class;
+        let same = |p: &&mut SlicePrompt| (p.slice, p.class, p.round) == (prompt.slice, prompt.class, prompt.round);
         match self.query_prompts.iter_mut().find(same) {
             None => self.query_prompts.push(prompt),
             Some(p) if p.bbox.is_some() && prompt.bbox.is_some() => {
@@ -264,11 +282,12 @@ impl Session {
         Ok(())
     }
 
-    /// Whether `class` has a mask or a prompt anywhere (supports, drawn masks, clicks and boxes).
+    /// Whether `class` has a mask or a prompt to start from (supports, drawn masks, clicks and boxes of round
+    /// 0): a correction needs a tracked mask to correct.
     pub(super) fn class_is_given(&self, class: u8) -> bool {
         self.supports.iter().any(|s| has_class(&s.labels, class))
             || self.query_masks.iter().any(|(_, l)| has_class(l, class))
-            || self.query_prompts.iter().any(|p| p.class == class)
+            || self.query_prompts.iter().any(|p| p.class == class && p.round == 0)
     }
 }
 
@@ -278,7 +297,7 @@ mod tests {
 
     fn prompt(bbox: Option<[f32; 4]>, clicks: &[(f32, f32, bool)]) -> SlicePrompt {
         let clicks = clicks.iter().map(|&(x, y, positive)| Click { x, y, positive }).collect();
-        SlicePrompt { slice: 2, class: 1, bbox, clicks }
+        SlicePrompt { slice: 2, class: 1, bbox, clicks, round: 0 }
     }
 
     #[test]
@@ -303,7 +322,11 @@ mod tests {
         let b = SlicePrompt::parse_box("12:3=1,2,30,40").unwrap();
         assert_eq!((b.slice, b.class, b.bbox, b.clicks.len()), (12, 3, Some([1.0, 2.0, 30.0, 40.0]), 0));
         let err = |r: Result<SlicePrompt, String>| r.unwrap_err();
-        assert!(err(SlicePrompt::parse_points("2:5,6,1")).contains("expected INDEX[:CLASS]="));
+        let c = SlicePrompt::parse_points("7:2@1=5,6,0").unwrap();
+        assert_eq!((c.slice, c.class, c.round), (7, 2, 1));
+        assert!(err(SlicePrompt::parse_points("7@x=5,6,0")).contains("round 'x'"));
+        assert!(err(SlicePrompt::parse_points("7@-1=5,6,0")).contains("round '-1'"));
+        assert!(err(SlicePrompt::parse_points("2:5,6,1")).contains("expected INDEX[:CLASS][@ROUND]="));
         assert!(err(SlicePrompt::parse_points("x=5,6,1")).contains("slice index 'x'"));
         assert!(err(SlicePrompt::parse_points("2:0=5,6,1")).contains("class '0'"));
         assert!(err(SlicePrompt::parse_points("2=5,6,2")).contains("the label is 2"));
@@ -319,5 +342,7 @@ mod tests {
         assert_eq!(p, prompt(Some([1.0, 2.0, 30.0, 40.0]), &[(5.0, 6.0, false)]));
         assert_eq!(serde_json::to_value(prompt(None, &[(5.0, 6.0, true)])).unwrap(), serde_json::json!({"slice":2,"class":1,"clicks":[{"x":5.0,"y":6.0,"positive":true}]}));
         assert!(serde_json::from_str::<SlicePrompt>(r#"{"slice":2,"class":1,"clicks":[{"x":5,"y":6,"positive":2}]}"#).is_err());
+        let c: SlicePrompt = serde_json::from_str(r#"{"slice":2,"class":1,"round":2,"clicks":[{"x":5,"y":6,"positive":true}]}"#).unwrap();
+        assert_eq!(serde_json::to_value(&c).unwrap()["round"], 2);
     }
 }
