@@ -18,7 +18,7 @@ use crate::sam2::Sam2Base;
 use crate::session::bank_snapshot::StepBank;
 use crate::session::feature_cache::SharedFeatureCache;
 use crate::session::slice_prompt::SlicePrompt;
-use crate::session::{MemoryOptions, Mode, Session, Support, label_map, read_f32};
+use crate::session::{Correctable, MemoryOptions, Mode, Run, Session, Support, label_map, read_f32};
 
 /// A volume to segment and how.
 pub struct Job<'a> {
@@ -57,9 +57,12 @@ pub struct Prompts {
     pub keep_logits: bool,
     /// Encoder features kept between runs of the same model (the page's re-runs); `None` encodes every slice.
     pub feature_cache: Option<SharedFeatureCache>,
+    /// Keep a finished propagation with every memory, to take corrections ([`Finished::corrections`]).
+    pub keep_for_corrections: bool,
 }
 
 /// A label map drawn on one slice of the volume; `name` is how messages and the report call it.
+#[derive(Clone)]
 pub struct DrawnMask {
     pub slice: usize,
     pub name: String,
@@ -97,6 +100,14 @@ pub struct Finished {
     /// all (a propagation's count includes the inserted supports' frames).
     pub steps: usize,
     pub total: usize,
+    /// The finished propagation, ready for corrections, when [`Prompts::keep_for_corrections`] asked for it.
+    pub corrections: Option<Corrections>,
+}
+
+/// A finished few-shot job that takes corrections ([`resume`]): the run with every memory, and its report.
+pub struct Corrections {
+    pub correctable: Correctable,
+    report: SegmentReport,
 }
 
 impl Job<'_> {
@@ -137,7 +148,7 @@ async fn few_shot(
         Outcome::Cancelled { steps, total } => return Ok(Outcome::Cancelled { steps, total }),
     };
     let (classes, steps) = (p.session.classes.clone(), t.order.len());
-    let report = RunReport::FewShot(SegmentReport {
+    let report = SegmentReport {
         complete: true,
         input: base.input,
         weights: base.weights,
@@ -152,8 +163,43 @@ async fn few_shot(
         seconds: seconds(),
         outputs: Vec::new(),
         order: t.order,
-    });
-    Ok(Outcome::Done(Finished { labels: t.labels, logits: t.logits, report, steps, total: t.total }))
+    };
+    let corrections = t.correctable.map(|correctable| Corrections { correctable, report: report.clone() });
+    let report = RunReport::FewShot(report);
+    Ok(Outcome::Done(Finished { labels: t.labels, logits: t.logits, report, steps, total: t.total, corrections }))
+}
+
+/// Tracks a corrected run again from its corrections ([`Correctable::track_again`]): only the slices that
+/// change are computed and handed to `on_step`; `labels` are the finished job's label maps, updated. The
+/// report is the finished one's with the corrections, the new steps and the new scores. `volume` and `truth`
+/// are the job's.
+pub async fn resume(
+    kept: Corrections,
+    mut labels: Vec<Vec<u8>>,
+    volume: &Volume,
+    truth: Option<&[Vec<u8>]>,
+    on_step: &mut impl AsyncFnMut(StepEvent<'_>) -> Result<bool, String>,
+    seconds: impl Fn() -> f64,
+) -> Result<Outcome<Finished>, String> {
+    let Corrections { correctable, mut report } = kept;
+    let corrections = correctable.pending();
+    let last_round = correctable.round();
+    let mut run = correctable.track_again()?;
+    let total = run.total_steps();
+    let mut order = Vec::new();
+    let size = (volume.width, volume.height);
+    if let Outcome::Cancelled { steps, total } = drive(&mut run, &report.classes, size, false, &mut labels, &mut Vec::new(), &mut order, on_step).await? {
+        return Ok(Outcome::Cancelled { steps, total });
+    }
+    let steps = order.len();
+    report.prompts.extend(corrections);
+    report.order.extend(order);
+    report.frames_encoded = run.frames_encoded();
+    report.per_class = class_reports(&labels, truth, &report.classes, volume);
+    report.seconds += seconds();
+    let corrections = run.into_correctable(&report.classes, last_round).map(|correctable| Corrections { correctable, report: report.clone() });
+    let logits = vec![None; labels.len()];
+    Ok(Outcome::Done(Finished { labels, logits, report: RunReport::FewShot(report), steps, total, corrections }))
 }
 
 async fn prompt_free(
@@ -181,7 +227,7 @@ async fn prompt_free(
         classes,
         outputs: Vec::new(),
     });
-    Ok(Outcome::Done(Finished { labels, logits: vec![None; n], report, steps: n, total: n }))
+    Ok(Outcome::Done(Finished { labels, logits: vec![None; n], report, steps: n, total: n, corrections: None }))
 }
 
 /// A few-shot session built from the prompts, with what the report says of them.
@@ -205,6 +251,7 @@ fn prepare(slices: Vec<RgbImage>, p: Prompts) -> Result<Prepared, String> {
         distinct_labels(maps.flat_map(|m| m.as_raw()).chain(prompted))
     });
     let mut session = Session::new(slices, classes)?;
+    session.keep_memories(p.keep_for_corrections);
     if let Some(cache) = p.feature_cache {
         session.use_feature_cache(cache);
     }
@@ -239,6 +286,8 @@ pub struct Tracked {
     pub frames_encoded: usize,
     /// The run's count of steps ([`crate::session::Run::total_steps`]).
     pub total: usize,
+    /// The finished propagation, when the session kept its memories for corrections.
+    pub correctable: Option<Correctable>,
 }
 
 /// Runs `session` to the end, turning each slice's logits into a label map (at `size` = (width, height)) as
@@ -255,28 +304,51 @@ pub async fn track(
     let n = session.num_slices();
     let mut run = session.start(model, mode, memory).await?;
     let total = run.total_steps();
-    let mut t = Tracked { labels: vec![Vec::new(); n], logits: vec![None; n], order: Vec::new(), frames_encoded: 0, total };
-    while let Some(output) = run.step().await {
-        let output = output?;
-        let values = read_f32(output.at_size(height, width)).await?;
-        let per_class: Vec<Vec<f32>> = values.chunks(width * height).map(<[f32]>::to_vec).collect();
-        let map = label_map(&per_class, &session.classes);
-        if keep_logits {
-            t.logits[output.slice] = Some(read_f32(burn::tensor::Tensor::cat(output.logits.clone(), 1)).await?);
-        }
-        t.order.push(output.slice);
-        let event = StepEvent { step: t.order.len(), total, slice: output.slice, reverse: output.reverse, labels: &map, bank: Some(&output.bank) };
-        let go_on = on_step(event).await?;
-        t.labels[output.slice] = map;
-        if !go_on {
-            return Ok(Outcome::Cancelled { steps: t.order.len(), total });
-        }
+    let mut t = Tracked { labels: vec![Vec::new(); n], logits: vec![None; n], order: Vec::new(), frames_encoded: 0, total, correctable: None };
+    let size = (width, height);
+    if let Outcome::Cancelled { steps, total } = drive(&mut run, &session.classes, size, keep_logits, &mut t.labels, &mut t.logits, &mut t.order, on_step).await? {
+        return Ok(Outcome::Cancelled { steps, total });
     }
     if let Some(missing) = t.labels.iter().position(Vec::is_empty) {
         return Err(format!("slice {missing} was not reached by the propagation"));
     }
     t.frames_encoded = run.frames_encoded();
+    // Kept when asked for: a run given corrections up front keeps its memories too, but only for itself.
+    t.correctable = session.keeps_memories().then(|| run.into_correctable(&session.classes, session.last_round())).flatten();
     Ok(Outcome::Done(t))
+}
+
+/// Steps `run` to its end: each slice's logits become its label map (at `width` x `height`) in `labels`
+/// (and its logits in `logits` when `keep_logits`), its index goes to `order`, and `on_step` sees it.
+#[allow(clippy::too_many_arguments)]
+async fn drive(
+    run: &mut Run<'_>,
+    classes: &[u8],
+    (width, height): (usize, usize),
+    keep_logits: bool,
+    labels: &mut [Vec<u8>],
+    logits: &mut Vec<Option<Vec<f32>>>,
+    order: &mut Vec<usize>,
+    on_step: &mut impl AsyncFnMut(StepEvent<'_>) -> Result<bool, String>,
+) -> Result<Outcome<()>, String> {
+    let total = run.total_steps();
+    while let Some(output) = run.step().await {
+        let output = output?;
+        let values = read_f32(output.at_size(height, width)).await?;
+        let per_class: Vec<Vec<f32>> = values.chunks(width * height).map(<[f32]>::to_vec).collect();
+        let map = label_map(&per_class, classes);
+        if keep_logits {
+            logits[output.slice] = Some(read_f32(burn::tensor::Tensor::cat(output.logits.clone(), 1)).await?);
+        }
+        order.push(output.slice);
+        let event = StepEvent { step: order.len(), total, slice: output.slice, reverse: output.reverse, labels: &map, bank: Some(&output.bank) };
+        let go_on = on_step(event).await?;
+        labels[output.slice] = map;
+        if !go_on {
+            return Ok(Outcome::Cancelled { steps: order.len(), total });
+        }
+    }
+    Ok(Outcome::Done(()))
 }
 
 /// Prompt-free: every slice on its own, in order.

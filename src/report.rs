@@ -9,7 +9,7 @@ use crate::session::slice_prompt::SlicePrompt;
 use crate::session::{MemoryOptions, Mode};
 
 /// `report.json`.
-#[derive(Debug, Serialize)]
+#[derive(Clone, Debug, Serialize)]
 pub struct SegmentReport {
     /// Written last: a report without it (or no report) means the run did not finish.
     pub complete: bool,
@@ -82,7 +82,7 @@ impl RunReport {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Clone, Debug, Serialize)]
 pub struct InputInfo {
     pub source: String,
     pub slices: usize,
@@ -93,7 +93,7 @@ pub struct InputInfo {
     pub intensity: intensity::IntensityInfo,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Clone, Debug, Serialize)]
 pub struct ClassReport {
     pub class: u8,
     pub voxels: usize,
@@ -107,7 +107,7 @@ pub struct ClassReport {
     pub slices: Vec<SliceReport>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Clone, Debug, Serialize)]
 pub struct SliceReport {
     pub slice: usize,
     pub area_pixels: usize,

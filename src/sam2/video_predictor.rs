@@ -79,7 +79,9 @@ pub struct FramePrompt {
 }
 
 pub struct VideoPredictor<'a> {
-    model: &'a Sam2Base,
+    /// A clone of the caller's model (Burn modules share their parameter tensors: no weight is copied), so
+    /// that a predictor can outlive the borrow it was made from (the page keeps a run for corrections).
+    model: Sam2Base,
     frames: Box<dyn FrameSource + 'a>,
     objects: Vec<ObjectState>,
     /// The features of the most recently visited frame.
@@ -96,9 +98,9 @@ pub struct VideoPredictor<'a> {
 }
 
 impl<'a> VideoPredictor<'a> {
-    pub fn new(model: &'a Sam2Base, frames: Box<dyn FrameSource + 'a>) -> Self {
+    pub fn new(model: &Sam2Base, frames: Box<dyn FrameSource + 'a>) -> Self {
         Self {
-            model,
+            model: model.clone(),
             frames,
             objects: Vec::new(),
             cached: None,
@@ -121,8 +123,8 @@ impl<'a> VideoPredictor<'a> {
         self.objects.get(object)?.frames_tracked.get(&frame).copied()
     }
 
-    pub fn model(&self) -> &'a Sam2Base {
-        self.model
+    pub fn model(&self) -> &Sam2Base {
+        &self.model
     }
 
     /// How many times the image encoder ran.
@@ -165,6 +167,16 @@ impl<'a> VideoPredictor<'a> {
         Some(FramePrompt { points, output, is_cond })
     }
 
+    /// Forgets `object`'s prompts on `frame` not yet in the bank (a correction taken back): the frame is
+    /// as the bank has it, and its next click starts from the bank's logits.
+    pub fn discard_prompt(&mut self, frame: usize, object: usize) {
+        if let Some(state) = self.objects.get_mut(object) {
+            state.point_inputs.remove(&frame);
+            state.mask_inputs.remove(&frame);
+            state.temp.remove(&frame);
+        }
+    }
+
     /// Puts a [`FramePrompt`] taken from another predictor over the same frames (and model) on `frame`.
     pub fn restore_frame_prompt(&mut self, frame: usize, object: usize, prompt: FramePrompt) -> Result<(), String> {
         self.check_frame(frame)?;
@@ -194,7 +206,7 @@ impl<'a> VideoPredictor<'a> {
                 return Ok(features.clone());
             }
         }
-        let (features, encoded) = self.frames.features(self.model, frame)?;
+        let (features, encoded) = self.frames.features(&self.model, frame)?;
         self.frames_encoded += usize::from(encoded);
         self.cached = Some((frame, features.clone()));
         Ok(features)
@@ -291,9 +303,9 @@ impl<'a> VideoPredictor<'a> {
     ) -> Result<SamOutput, String> {
         let features = self.features(frame)?;
         let num_frames = self.num_frames();
-        let model = self.model;
         let correct_as_cond = self.add_all_frames_to_correct_as_cond;
-        let state = self.object_mut(object);
+        self.object_mut(object);
+        let (model, state) = (&self.model, &mut self.objects[object]);
         // A frame not tracked yet starts the object there (like SAM on an image); a tracked frame is corrected.
         let is_init_cond_frame = !state.frames_tracked.contains_key(&frame);
         let reverse = state.frames_tracked.get(&frame).copied().unwrap_or(false);
@@ -416,8 +428,7 @@ impl<'a> VideoPredictor<'a> {
             return Ok(out);
         }
         let features = self.features(frame)?;
-        let model = self.model;
-        let state = &mut self.objects[object];
+        let (model, state) = (&self.model, &mut self.objects[object]);
         let held = state.bank.entries();
         // The same call `prepare_memory_conditioned_features` makes inside `track_step` on this bank (index
         // logic only: cheap), before the frame's own memory enters the bank.

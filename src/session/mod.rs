@@ -32,6 +32,7 @@ use crate::sam2::Sam2Base;
 use crate::sam2::{interpolate, transforms};
 
 pub mod bank_snapshot;
+mod correct;
 pub mod feature_cache;
 mod propagate;
 mod sgp;
@@ -39,6 +40,7 @@ pub mod slice_prompt;
 mod supports_only;
 
 use bank_snapshot::StepBank;
+pub use correct::Correctable;
 use feature_cache::SharedFeatureCache;
 use propagate::PropagateRun;
 use supports_only::SupportsOnlyRun;
@@ -159,6 +161,10 @@ impl Session {
         self.keep_memories = keep;
     }
 
+    pub fn keeps_memories(&self) -> bool {
+        self.keep_memories
+    }
+
     /// Takes encoder features from `cache` and keeps new ones there (the page's re-runs).
     pub fn use_feature_cache(&mut self, cache: SharedFeatureCache) {
         self.features = Some(cache);
@@ -252,7 +258,7 @@ pub struct Run<'m> {
 
 enum RunKind<'m> {
     SupportsOnly(Box<SupportsOnlyRun<'m>>),
-    Propagate(Box<PropagateRun<'m>>),
+    Propagate(Box<PropagateRun>),
 }
 
 impl Run<'_> {
@@ -269,7 +275,7 @@ impl Run<'_> {
     pub fn total_steps(&self) -> usize {
         match &self.inner {
             RunKind::SupportsOnly(r) => r.query.len(),
-            RunKind::Propagate(r) => r.order.len(),
+            RunKind::Propagate(r) => r.steps_in_stretch(),
         }
     }
 

@@ -13,7 +13,7 @@ use super::sgp::{Kept, admit, chosen_supports, normalize, scored_supports, simil
 use super::slice_prompt::SlicePrompt;
 use super::{MemoryOptions, Placement, Session, SliceOutput, Support, class_mask, has_class, read_f32};
 use crate::sam2::memory_bank::RecentMemories;
-use crate::sam2::sam2_base::{ImageFeatures, Sam2Base};
+use crate::sam2::sam2_base::{ImageFeatures, Sam2Base, SamOutput};
 use crate::sam2::transforms;
 use crate::sam2::video_predictor::{FrameOutput, FrameSource, VideoPredictor};
 
@@ -58,8 +58,8 @@ impl FrameSource for SequenceFrames {
 }
 
 /// S1SFQ / kSFQ (and masks drawn on query slices): Meta's video predictor over the query sequence.
-pub(super) struct PropagateRun<'m> {
-    pub(super) predictor: VideoPredictor<'m>,
+pub(crate) struct PropagateRun {
+    pub(super) predictor: VideoPredictor<'static>,
     sequence: Vec<SeqFrame>,
     /// (sequence frame, reverse) in the order Meta's `propagate_in_video` visits them (forward, then reverse).
     pub(super) order: Vec<(usize, bool)>,
@@ -82,12 +82,16 @@ pub(super) struct PropagateRun<'m> {
     keep_memories: bool,
     /// The query slices' size `[width, height]` (prompts are in their pixels).
     slice_size: [usize; 2],
+    /// Where the current stretch of steps began: 0, or where [`Self::track_again`] added a round.
+    stretch_start: usize,
 }
 
 /// One round of corrections: its prompts on sequence frames, and where its passes begin in `order`.
 struct CorrectionRound {
     first_step: usize,
+    /// (sequence frame, object, prompt), applied when the round starts (none when applied already).
     prompts: Vec<(usize, usize, SlicePrompt)>,
+    started: bool,
 }
 
 /// Supports chosen for a propagation: the supports, their session indices, SGP's scores, encoder runs spent.
@@ -106,8 +110,8 @@ fn place_of(sequence: &[SeqFrame], support_ids: &[usize], frame: usize) -> Place
     }
 }
 
-impl<'m> PropagateRun<'m> {
-    pub(super) async fn new(session: &Session, model: &'m Sam2Base, at: Placement, memory: MemoryOptions) -> Result<Self, String> {
+impl PropagateRun {
+    pub(super) async fn new(session: &Session, model: &Sam2Base, at: Placement, memory: MemoryOptions) -> Result<Self, String> {
         let n = session.query.len();
         let at = match at {
             Placement::Middle => n / 2,
@@ -186,6 +190,7 @@ impl<'m> PropagateRun<'m> {
             rounds,
             keep_memories,
             slice_size,
+            stretch_start: 0,
         })
     }
 
@@ -251,16 +256,64 @@ impl<'m> PropagateRun<'m> {
     /// Applies the corrections of the round whose passes begin at step `next`, if one does, and runs the
     /// preflight that turns them into conditioning memories.
     fn correct_before(&mut self, next: usize) -> Result<(), String> {
-        let Some(round) = self.rounds.iter_mut().find(|r| r.first_step == next && !r.prompts.is_empty()) else {
+        let Some(round) = self.rounds.iter_mut().find(|r| r.first_step == next && !r.started) else {
             return Ok(());
         };
+        round.started = true;
         for (frame, object, prompt) in std::mem::take(&mut round.prompts) {
-            if self.predictor.tracked_direction(frame, object).is_none() {
-                return Err(format!("slice {}: a correction on a slice no earlier round tracked", prompt.slice));
-            }
-            prompt.apply(&mut self.predictor, frame, object, self.slice_size)?;
+            self.apply_correction(frame, object, &prompt, 0)?;
         }
         self.predictor.begin_propagation(None, None, false).map(drop)
+    }
+
+    /// A correction's clicks from the `from`-th on (all: its box too) on a frame the run tracked; the last
+    /// call's output.
+    pub(super) fn apply_correction(&mut self, frame: usize, object: usize, prompt: &SlicePrompt, from: usize) -> Result<SamOutput, String> {
+        if self.predictor.tracked_direction(frame, object).is_none() {
+            return Err(format!("slice {}: a correction on a slice no earlier round tracked", prompt.slice));
+        }
+        match from {
+            0 => prompt.apply(&mut self.predictor, frame, object, self.slice_size),
+            _ => prompt.apply_clicks(&mut self.predictor, frame, object, self.slice_size, from)?.ok_or_else(|| "no click to add".to_string()),
+        }
+    }
+
+    /// The sequence frame of query slice `slice`.
+    pub(super) fn frame_of(&self, slice: usize) -> Option<usize> {
+        self.sequence.iter().position(|f| *f == SeqFrame::Query(slice))
+    }
+
+    pub(super) fn slice_size(&self) -> [usize; 2] {
+        self.slice_size
+    }
+
+    pub(super) fn keeps_memories(&self) -> bool {
+        self.keep_memories && self.eviction.is_none()
+    }
+
+    /// Whether every step, every round included, has been taken.
+    pub(super) fn finished(&self) -> bool {
+        self.next == self.order.len()
+    }
+
+    /// Steps from where this stretch of the run began ([`Self::track_again`]) to the end.
+    pub(super) fn steps_in_stretch(&self) -> usize {
+        self.order.len() - self.stretch_start
+    }
+
+    /// After the run finished: the corrections already applied to the predictor (`(frame, object, prompt)`)
+    /// become a new round, whose passes are added to the order; stepping goes on from there.
+    pub(super) fn track_again(&mut self, corrections: Vec<(usize, usize, SlicePrompt)>) -> Result<(), String> {
+        if corrections.is_empty() {
+            return Err("no correction to track again from: click on a slice first".into());
+        }
+        self.stretch_start = self.order.len();
+        let mut rounds = plan_rounds(corrections, &mut self.order, self.start, self.sequence.len());
+        for round in &mut rounds {
+            round.prompts.clear();
+        }
+        self.rounds.extend(rounds);
+        Ok(())
     }
 
     /// Each class's bank at this step (the teaching view), from the core's own outputs and decisions.
@@ -344,7 +397,7 @@ fn plan_rounds(corrections: Vec<(usize, usize, SlicePrompt)>, order: &mut Vec<(u
                 true => order.extend((0..=from).rev().map(|f| (f, true))),
             }
         }
-        rounds.push(CorrectionRound { first_step, prompts });
+        rounds.push(CorrectionRound { first_step, prompts, started: false });
     }
     rounds
 }

@@ -87,7 +87,7 @@ impl SlicePrompt {
     }
 
     /// Whether `next` is this prompt with one or more clicks added (same slice, class and box).
-    fn continued_by(&self, next: &SlicePrompt) -> bool {
+    pub(super) fn continued_by(&self, next: &SlicePrompt) -> bool {
         (self.slice, self.class, self.bbox, self.round) == (next.slice, next.class, next.bbox, next.round)
             && next.clicks.len() > self.clicks.len()
             && next.clicks.starts_with(&self.clicks)
@@ -104,7 +104,7 @@ impl SlicePrompt {
 
     /// The clicks from the `from`-th on, each its own call appended to the frame's earlier ones (the first
     /// click of a prompt without a box clears the frame's clicks); the last call's output, if any click ran.
-    fn apply_clicks(&self, predictor: &mut VideoPredictor, frame: usize, object: usize, frame_size: [usize; 2], from: usize) -> Result<Option<SamOutput>, String> {
+    pub(super) fn apply_clicks(&self, predictor: &mut VideoPredictor, frame: usize, object: usize, frame_size: [usize; 2], from: usize) -> Result<Option<SamOutput>, String> {
         let mut out = None;
         for (i, c) in self.clicks.iter().enumerate().skip(from) {
             let clear = i == 0 && self.bbox.is_none();
@@ -280,6 +280,11 @@ impl Session {
             }
         }
         Ok(())
+    }
+
+    /// The highest round among the prompts (0 without corrections).
+    pub fn last_round(&self) -> usize {
+        self.query_prompts.iter().map(|p| p.round).max().unwrap_or(0)
     }
 
     /// Whether `class` has a mask or a prompt to start from (supports, drawn masks, clicks and boxes of round
