@@ -61,6 +61,24 @@ pub struct Prompts {
     pub keep_for_corrections: bool,
 }
 
+/// Nothing given yet: propagation from the middle with SAM2's memory, nothing kept beyond the labels.
+impl Default for Prompts {
+    fn default() -> Self {
+        Self {
+            drawn: Vec::new(),
+            clicks: Vec::new(),
+            drawn_as_supports: false,
+            supports: Vec::new(),
+            classes: None,
+            mode: Mode::Propagate(crate::session::Placement::Middle),
+            memory: MemoryOptions::default(),
+            keep_logits: false,
+            feature_cache: None,
+            keep_for_corrections: false,
+        }
+    }
+}
+
 /// A label map drawn on one slice of the volume; `name` is how messages and the report call it.
 #[derive(Clone)]
 pub struct DrawnMask {

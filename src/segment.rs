@@ -127,6 +127,7 @@ pub fn run(req: &SegmentRequest, device: &burn::tensor::Device) -> Result<Segmen
         keep_logits: req.save_logits,
         // One run per invocation: nothing to reuse.
         feature_cache: None,
+        keep_for_corrections: false,
     };
     let job = Job {
         volume: &p.volume,

@@ -20,9 +20,7 @@ fn fixture() -> VideoFixture {
 
 /// The fixture's mask on frame 3, as class 1.
 fn mask(fx: &VideoFixture) -> GrayImage {
-    let (_, mask) = fx.tensor("prompt.3.mask").unwrap();
-    let s = (mask.len() as f64).sqrt() as u32;
-    GrayImage::from_fn(s, s, |x, y| image::Luma([u8::from(mask[(y * s + x) as usize] > 0.5)]))
+    fx.mask_labels(3)
 }
 
 fn run_all(session: &Session, model: &Sam2Base, mode: Mode, memory: MemoryOptions) -> Vec<SliceOutput> {

@@ -12,29 +12,14 @@
 mod common;
 
 use burn::tensor::Device;
-use common::{VideoFixture, fixtures, max_abs_diff, std_dev, values};
-use image::{GrayImage, RgbImage};
+use common::{VideoFixture, fixtures, frames_volume, max_abs_diff, std_dev, values};
 use memseg::imaging::intensity::Intensity;
-use memseg::imaging::{SourceKind, Volume};
 use memseg::job::{self, DrawnMask, Finished, Job, Method, Outcome, Prompts, StepEvent};
 use memseg::report::RunReport;
 use memseg::session::slice_prompt::{Click, SlicePrompt};
-use memseg::session::{MemoryOptions, Mode, Placement};
 
 fn fixture() -> VideoFixture {
     VideoFixture::open(&fixtures().join("tiny21_reduced_128.correct.video.safetensors"))
-}
-
-fn volume(frames: &[RgbImage]) -> Volume {
-    let (w, h) = frames[0].dimensions();
-    let data = frames.iter().flat_map(|f| f.as_raw().iter().map(|&v| f32::from(v))).collect();
-    Volume::new("frames", SourceKind::Raster, [w as usize, h as usize, frames.len(), 3], data).unwrap()
-}
-
-fn mask(fx: &VideoFixture) -> GrayImage {
-    let (_, mask) = fx.tensor("prompt.3.mask").unwrap();
-    let s = (mask.len() as f64).sqrt() as u32;
-    GrayImage::from_fn(s, s, |x, y| image::Luma([u8::from(mask[(y * s + x) as usize] > 0.5)]))
 }
 
 /// The fixture's click calls of round 1, one `(fixture prompt index, slice, click)` each, in Meta's order.
@@ -62,18 +47,8 @@ fn correction_prompts(fx: &VideoFixture) -> Vec<SlicePrompt> {
 }
 
 fn job_prompts(fx: &VideoFixture, clicks: Vec<SlicePrompt>, keep_for_corrections: bool) -> Prompts {
-    Prompts {
-        drawn: vec![DrawnMask { slice: 3, name: "frame 3".into(), labels: mask(fx) }],
-        clicks,
-        drawn_as_supports: false,
-        supports: Vec::new(),
-        classes: None,
-        mode: Mode::Propagate(Placement::Middle),
-        memory: MemoryOptions::default(),
-        keep_logits: false,
-        feature_cache: None,
-        keep_for_corrections,
-    }
+    let drawn = vec![DrawnMask { slice: 3, name: "frame 3".into(), labels: fx.mask_labels(3) }];
+    Prompts { drawn, clicks, keep_for_corrections, ..Prompts::default() }
 }
 
 fn finish(outcome: Outcome<Finished>) -> Finished {
@@ -102,7 +77,7 @@ fn corrections_after_a_run_match_meta_and_a_run_given_every_round() {
     let fx = fixture();
     let model = fx.model(&Device::flex());
     let frames = fx.frames_rgb();
-    let volume = volume(&frames);
+    let volume = frames_volume(&frames);
     let job = |prompts| Job { volume: &volume, mapping: Intensity::Identity, truth: None, weights: "fixture".into(), method: Method::FewShot { model: &model, prompts } };
     let mut ignore = async |_: StepEvent<'_>| Ok(true);
 

@@ -6,10 +6,10 @@
 mod common;
 
 use burn::tensor::Device;
-use common::{VideoFixture, fixtures};
-use image::{GrayImage, RgbImage};
+use common::{VideoFixture, fixtures, frames_volume};
+use image::RgbImage;
+use memseg::imaging::Volume;
 use memseg::imaging::intensity::{self, Intensity};
-use memseg::imaging::{SourceKind, Volume};
 use memseg::job::{DrawnMask, Finished, Job, Method, Outcome, Prompts, StepEvent};
 use memseg::report::RunReport;
 use memseg::session::feature_cache::{self, FeatureCache};
@@ -19,32 +19,17 @@ fn fixture() -> VideoFixture {
     VideoFixture::open(&fixtures().join("tiny21_reduced_128.mid.video.safetensors"))
 }
 
-/// The fixture's frames as an 8-bit RGB volume (the job maps it with `identity`, so the slices stay as they are).
-fn volume(frames: &[RgbImage]) -> Volume {
-    let (w, h) = frames[0].dimensions();
-    let data = frames.iter().flat_map(|f| f.as_raw().iter().map(|&v| f32::from(v))).collect();
-    Volume::new("frames", SourceKind::Raster, [w as usize, h as usize, frames.len(), 3], data).unwrap()
-}
-
 /// The fixture's mask on frame 3 as label 1.
-fn mask(fx: &VideoFixture) -> GrayImage {
-    let (_, mask) = fx.tensor("prompt.3.mask").unwrap();
-    let s = (mask.len() as f64).sqrt() as u32;
-    GrayImage::from_fn(s, s, |x, y| image::Luma([u8::from(mask[(y * s + x) as usize] > 0.5)]))
+fn mask(fx: &VideoFixture) -> image::GrayImage {
+    fx.mask_labels(3)
 }
 
 fn prompts(fx: &VideoFixture, drawn_as_supports: bool) -> Prompts {
-    Prompts {
-        drawn: vec![DrawnMask { slice: 3, name: "frame 3".into(), labels: mask(fx) }],
-        clicks: Vec::new(),
-        drawn_as_supports,
-        supports: Vec::new(),
-        classes: None,
-        mode: Mode::Propagate(Placement::Middle),
-        memory: MemoryOptions::default(),
-        keep_logits: false,
-        feature_cache: None,
-    }
+    Prompts { drawn: vec![DrawnMask { slice: 3, name: "frame 3".into(), labels: mask(fx) }], drawn_as_supports, ..Prompts::default() }
+}
+
+fn volume(frames: &[RgbImage]) -> memseg::imaging::Volume {
+    frames_volume(frames)
 }
 
 /// The fixture, its model on Flex, its frames and the frames as a volume.
@@ -198,17 +183,7 @@ fn a_rerun_through_the_feature_cache_encodes_nothing_seen_and_gives_the_same_lab
 }
 
 fn corrected_prompts(p: &Prompts) -> Prompts {
-    Prompts {
-        drawn: p.drawn.iter().map(|d| DrawnMask { slice: d.slice, name: d.name.clone(), labels: d.labels.clone() }).collect(),
-        clicks: Vec::new(),
-        drawn_as_supports: p.drawn_as_supports,
-        supports: Vec::new(),
-        classes: None,
-        mode: p.mode,
-        memory: MemoryOptions::default(),
-        keep_logits: false,
-        feature_cache: None,
-    }
+    Prompts { drawn: p.drawn.clone(), drawn_as_supports: p.drawn_as_supports, mode: p.mode, ..Prompts::default() }
 }
 
 /// The page's encoder helpers hand features over as plain numbers (`cache_features`): what the model computes

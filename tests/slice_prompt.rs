@@ -9,14 +9,11 @@
 mod common;
 
 use burn::tensor::{Device, Tensor};
-use common::{VideoFixture, fixtures, max_abs_diff, std_dev, values};
-use image::RgbImage;
+use common::{VideoFixture, fixtures, frames_volume, max_abs_diff, std_dev, values};
 use memseg::imaging::intensity::Intensity;
-use memseg::imaging::{SourceKind, Volume};
 use memseg::job::{Finished, Job, Method, Outcome, Prompts, StepEvent};
 use memseg::session::feature_cache::{self, FeatureCache};
 use memseg::session::slice_prompt::{Click, SlicePrompt, at_slice_size, preview, preview_after};
-use memseg::session::{MemoryOptions, Mode, Placement};
 
 const REL_TOL: f32 = 1e-3;
 
@@ -80,19 +77,13 @@ fn clicks_give_metas_masks_and_sams_candidates() {
     close("box: mask", &out.low_res_masks, fx.tensor("prompt_out.0.pred_masks"));
 }
 
-/// The fixture's frames as an 8-bit RGB volume (mapped with `identity`, the slices stay as they are).
-fn volume(frames: &[RgbImage]) -> Volume {
-    let (w, h) = frames[0].dimensions();
-    let data = frames.iter().flat_map(|f| f.as_raw().iter().map(|&v| f32::from(v))).collect();
-    Volume::new("frames", SourceKind::Raster, [w as usize, h as usize, frames.len(), 3], data).unwrap()
-}
 
 #[test]
 fn the_feedback_is_what_the_run_gives_the_prompted_slice() {
     let fx = fixture("click");
     let model = fx.model(&Device::flex());
     let frames = fx.frames_rgb();
-    let volume = volume(&frames);
+    let volume = frames_volume(&frames);
     let prompt = slice_prompt(&fx, 2);
     let (w, h) = frames[0].dimensions();
 
@@ -100,17 +91,7 @@ fn the_feedback_is_what_the_run_gives_the_prompted_slice() {
     let feedback: Vec<u8> = values(&at_slice_size(out.low_res_masks, w as usize, h as usize)).1.iter().map(|&v| u8::from(v > 0.0)).collect();
     assert!(feedback.contains(&1), "the click finds the shape");
 
-    let prompts = Prompts {
-        drawn: Vec::new(),
-        clicks: vec![prompt.clone()],
-        drawn_as_supports: false,
-        supports: Vec::new(),
-        classes: None,
-        mode: Mode::Propagate(Placement::Middle),
-        memory: MemoryOptions::default(),
-        keep_logits: false,
-        feature_cache: None,
-    };
+    let prompts = Prompts { clicks: vec![prompt.clone()], ..Prompts::default() };
     let job = Job { volume: &volume, mapping: Intensity::Identity, truth: None, weights: "w".into(), method: Method::FewShot { model: &model, prompts } };
     let mut go_on = async |_: StepEvent<'_>| -> Result<bool, String> { Ok(true) };
     let Ok(Outcome::Done(Finished { labels, report, .. })) = pollster::block_on(job.run(&mut go_on, || 0.0)) else { panic!("the run finishes") };

@@ -105,6 +105,7 @@ const viewer = new Viewer($('view'), {
   beginStroke: painting.beginStroke,
   endStroke: painting.endStroke,
   prompts: prompts.onSlice,
+  round: () => state.round,
   feedback: prompts.feedbackOn,
   click: (z, x, y, positive) => (state.model ? prompts.click(z, x, y, positive) : needModel()),
   box: (z, from, to) => (state.model ? prompts.box(z, from, to) : needModel()),
@@ -112,8 +113,10 @@ const viewer = new Viewer($('view'), {
 
 const needModel = () => status('prompt-status', 'Load a model first: clicks and boxes get SAM\'s answer at once.', 'error');
 
-/** Every prompt's feedback asked for again (a model loaded: the feedback is the model's). */
+/** Every prompt's feedback asked for again (a model loaded, another window: the feedback is the model's, on the
+ * slice as the window maps it); a run kept for corrections was the old model's or window's. */
 function refreshPrompts() {
+  prompts.workChanged();
   state.feedback.clear();
   if (state.model) for (const p of state.prompts.values()) prompts.refresh(p);
   viewer.draw();

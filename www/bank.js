@@ -37,7 +37,7 @@ function promptNote(p) {
   const on = p.clicks.filter((c) => c.positive).length;
   const off = p.clicks.length - on;
   const parts = [on && `${on} click${on > 1 ? 's' : ''} on it`, off && `${off} on the background`, p.box && 'a box'].filter(Boolean);
-  return parts.join(', ');
+  return parts.join(', ') + (p.round ? ` (a correction after run ${p.round})` : '');
 }
 
 function cellTitle(c, supportNames) {
@@ -211,7 +211,7 @@ export class BankView {
     const attended = view.spatial.length;
     const prompt = (slice) => this.prompted?.get(`${slice}:${cls.value}`);
     head.querySelector('.bank-count').textContent = view.conditioning
-      ? (prompt(current) ? `clicked slice: SAM's mask from your prompt (${promptNote(prompt(current))})` : 'drawn slice: its mask is used as it is')
+      ? (prompt(current) ? `${prompt(current).round ? 'corrected slice: the tracked mask as you corrected it' : 'clicked slice: SAM\'s mask from your prompt'} (${promptNote(prompt(current))})` : 'drawn slice: its mask is used as it is')
       : `${attended} memories and ${view.pointers.length} pointers attended · ${view.held.length} held`;
     const row = document.createElement('div');
     row.className = 'bank-strip';

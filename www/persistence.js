@@ -19,7 +19,9 @@ export function setup(options) {
   ({ call, onForget } = options);
 }
 
-const work = () => ({ classes: state.classes, activeClass: state.activeClass, masks: [...state.drawn.entries()], prompts: prompts.runPrompts() });
+const work = () => ({
+  classes: state.classes, activeClass: state.activeClass, masks: [...state.drawn.entries()], prompts: prompts.runPrompts(), round: state.round,
+});
 
 /** Saves the classes and painted masks (debounced: a brush stroke saves once, at its end). */
 export function persist() {
@@ -47,7 +49,7 @@ export async function restoreWork() {
   state.classes = saved.classes;
   state.activeClass = saved.activeClass;
   for (const [slice, labels] of saved.masks) state.drawn.set(slice, labels);
-  prompts.restore(saved.prompts);
+  prompts.restore(saved.prompts, saved.round ?? 0);
   const clicked = new Set((saved.prompts ?? []).map((p) => p.slice)).size;
   const also = clicked ? ` and ${clicked} slice${clicked === 1 ? '' : 's'} with clicks or a box` : '';
   status('work-status', `Restored ${saved.masks.length} painted slice${saved.masks.length === 1 ? '' : 's'}${also} kept in this browser.`, 'ok');

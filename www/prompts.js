@@ -4,9 +4,17 @@
 // slice the class's painted mask goes in first and the clicks refine it. The first prompt on a slice encodes it
 // (seconds on the CPU), later ones only run SAM's prompt encoder and mask decoder.
 //
-// state.prompts: key "slice:class" -> {slice, class, box: [x0, y0, x1, y1] | null, clicks: [{x, y, positive}]};
-// state.feedback: the same keys -> {mask: Uint8Array (0/1), iou, candidates: [{mask, iou}] | null, encoded, ms,
-// answered: the prompt it answers}.
+//
+// Rounds: clicks before the first run (round 0) give a slice its starting mask, SAM's answer on that slice
+// alone. After a propagation, clicks are corrections (round state.round >= 1): on the tracked mask, with the
+// run's memory (src/session/correct.rs, src/web/corrections.rs), the worker answering at once; the next Run
+// tracks again from the corrected slices only. A full run replays the rounds in order, with the same result.
+// Corrections need the run the worker keeps (state.correctable): after a reload, a paint stroke or another
+// window they wait for the next Run.
+//
+// state.prompts: key "slice:class" (round 0) or "slice:class@round" -> {slice, class, round, box: [x0, y0,
+// x1, y1] | null, clicks: [{x, y, positive}]}; state.feedback: the same keys -> {mask: Uint8Array (0/1), iou,
+// candidates: [{mask, iou}] | null, encoded, ms, answered: the prompt it answers}.
 import { paint } from './painting.js';
 import { persist } from './persistence.js';
 import { state } from './state.js';
@@ -18,7 +26,8 @@ let onChange = () => {};
 const asked = new Map(); // key -> the latest request's number, so that a slow answer never replaces a newer one
 let nextAsk = 0;
 
-const keyOf = (slice, cls) => `${slice}:${cls}`;
+const keyOf = (slice, cls, round = 0) => (round ? `${slice}:${cls}@${round}` : `${slice}:${cls}`);
+const keyOfPrompt = (p) => keyOf(p.slice, p.class, p.round);
 const empty = (p) => !p.box && !p.clicks.length;
 
 /** `call` is the worker protocol, `viewer` redraws the slice, `onChange()` updates the page's controls. */
@@ -30,13 +39,43 @@ export function setup(options) {
 /** The prompts on slice `z` (every class), for the viewer's markers. */
 export const onSlice = (z) => [...state.prompts.values()].filter((p) => p.slice === z);
 
-/** The feedback masks on slice `z`: [{class, mask}]. */
-export const feedbackOn = (z) => onSlice(z).map((p) => ({ class: p.class, mask: state.feedback.get(keyOf(p.slice, p.class))?.mask })).filter((f) => f.mask);
+/** The feedback masks on slice `z` of the round open now (a run's result supersedes earlier rounds'): [{class, mask}]. */
+export const feedbackOn = (z) => onSlice(z).filter((p) => p.round === state.round)
+  .map((p) => ({ class: p.class, mask: state.feedback.get(keyOfPrompt(p))?.mask })).filter((f) => f.mask);
 
-/** The prompts a run sends (src/session/slice_prompt.rs's SlicePrompt), slice by slice: copies, never aliases. */
+/** The prompts a run sends (src/session/slice_prompt.rs's SlicePrompt), round by round, slice by slice: copies. */
 export function runPrompts() {
-  return [...state.prompts.values()].filter((p) => !empty(p)).sort((a, b) => a.slice - b.slice || a.class - b.class)
-    .map(({ slice, class: cls, box, clicks }) => ({ slice, class: cls, ...(box ? { box: [...box] } : {}), clicks: clicks.map((c) => ({ ...c })) }));
+  return [...state.prompts.values()].filter((p) => !empty(p)).sort((a, b) => a.round - b.round || a.slice - b.slice || a.class - b.class)
+    .map(({ slice, class: cls, round, box, clicks }) => ({
+      slice, class: cls, ...(round ? { round } : {}), ...(box ? { box: [...box] } : {}), clicks: clicks.map((c) => ({ ...c })),
+    }));
+}
+
+/** Whether the next Run only tracks again from corrections (the worker keeps the run they correct). */
+export const correcting = () => state.correctable && runPrompts().some((p) => p.round === state.round);
+
+/** A correction cannot be made now: says why (null when it can, or before the first run). */
+function cannotCorrect() {
+  if (state.round === 0 || state.correctable) return null;
+  return state.correctionWhy ?? 'Corrections are made on a run\'s result, and the worker holds none now (a reload, a paint stroke or another window since): press Run first, then click.';
+}
+
+/** After a run: the round the clicks go to now, and whether the worker keeps the run to correct. */
+export function afterRun(correction) {
+  state.correctable = Boolean(correction?.correctable);
+  state.correctionWhy = correction?.why ?? null;
+  if (correction?.round) state.round = correction.round;
+  persist();
+  renderChoices();
+}
+
+/** A paint stroke or another window after a run: the kept run no longer matches the work, the next Run is a
+ * full one (it replays the corrections), and new corrections wait for it. */
+export function workChanged() {
+  if (!state.correctable) return;
+  state.correctable = false;
+  state.correctionWhy = null;
+  for (const p of state.prompts.values()) if (p.round && p.round === state.round) state.feedback.delete(keyOfPrompt(p));
 }
 
 /** Slice `z`'s prompts as they are now, for its undo stack. */
@@ -48,8 +87,8 @@ function snapshot(z) {
 }
 
 function promptFor(z, cls) {
-  const key = keyOf(z, cls);
-  if (!state.prompts.has(key)) state.prompts.set(key, { slice: z, class: cls, box: null, clicks: [] });
+  const key = keyOf(z, cls, state.round);
+  if (!state.prompts.has(key)) state.prompts.set(key, { slice: z, class: cls, round: state.round, box: null, clicks: [] });
   return state.prompts.get(key);
 }
 
@@ -57,9 +96,11 @@ function promptFor(z, cls) {
 export function click(z, x, y, positive) {
   const { width, height } = state.volume;
   if (!(x >= 0 && y >= 0 && x < width && y < height)) return;
+  const why = cannotCorrect();
+  if (why) return status('prompt-status', why, 'error');
   snapshot(z);
   promptFor(z, state.activeClass).clicks.push({ x: Math.floor(x), y: Math.floor(y), positive });
-  changed(z, state.activeClass);
+  changed(keyOf(z, state.activeClass, state.round));
 }
 
 /** A box dragged on slice `z` (image pixels, any two corners): replaces the class's box there. */
@@ -68,9 +109,11 @@ export function box(z, [xa, ya], [xb, yb]) {
   const clamp = (v, max) => Math.min(max, Math.max(0, Math.round(v)));
   const b = [clamp(Math.min(xa, xb), width), clamp(Math.min(ya, yb), height), clamp(Math.max(xa, xb), width), clamp(Math.max(ya, yb), height)];
   if (b[2] <= b[0] || b[3] <= b[1]) return;
+  const why = cannotCorrect();
+  if (why) return status('prompt-status', why, 'error');
   snapshot(z);
   promptFor(z, state.activeClass).box = b;
-  changed(z, state.activeClass);
+  changed(keyOf(z, state.activeClass, state.round));
 }
 
 /** Undo (`from` 'undo') or redo a prompt change on slice `z`; false when there is nothing to undo. */
@@ -92,24 +135,27 @@ export function clearSlice(z) {
 }
 
 function replaceSlice(z, prompts) {
-  const before = onSlice(z).map((p) => p.class);
-  for (const cls of before) {
-    state.prompts.delete(keyOf(z, cls));
-    state.feedback.delete(keyOf(z, cls));
+  const before = onSlice(z).map(keyOfPrompt);
+  const unchanged = new Set(prompts.filter((p) => JSON.stringify(p) === JSON.stringify(state.prompts.get(keyOfPrompt(p)))).map(keyOfPrompt));
+  for (const key of before) {
+    state.prompts.delete(key);
+    if (!unchanged.has(key)) state.feedback.delete(key);
   }
-  for (const p of prompts) state.prompts.set(keyOf(z, p.class), p);
-  for (const cls of new Set([...before, ...prompts.map((p) => p.class)])) changed(z, cls);
+  for (const p of prompts) state.prompts.set(keyOfPrompt(p), p);
+  for (const key of new Set([...before, ...prompts.map(keyOfPrompt)])) if (!unchanged.has(key)) changed(key);
 }
 
-/** Saves, redraws and asks the core for the new feedback of (z, cls). */
-function changed(z, cls) {
+/** Saves, redraws and asks the core for the new feedback of the prompt under `key`. */
+function changed(key) {
   persist();
   onChange();
-  const key = keyOf(z, cls);
   const p = state.prompts.get(key);
   if (!p || empty(p)) {
+    const gone = state.prompts.get(key) ?? parseKey(key);
     state.prompts.delete(key);
     state.feedback.delete(key);
+    // A correction taken back: the worker's kept run forgets it too (the slice is as the run tracked it).
+    if (gone.round && gone.round === state.round && state.correctable) call('discardCorrection', { slice: gone.slice, cls: gone.class }).catch(() => {});
     renderChoices();
     viewer.draw();
     return;
@@ -118,23 +164,36 @@ function changed(z, cls) {
   refresh(p);
 }
 
-/** Asks the core for a prompt's feedback (again: after a reload, or when the painted mask changed). */
+function parseKey(key) {
+  const [, slice, cls, round] = key.match(/^(\d+):(\d+)(?:@(\d+))?$/);
+  return { slice: Number(slice), class: Number(cls), round: Number(round ?? 0) };
+}
+
+/** Asks the core for a prompt's feedback (again: after a reload, or when the painted mask changed): SAM on the
+ * slice alone (round 0), or the correction on the kept run (later rounds: only while the worker keeps it). */
 export async function refresh(p) {
-  const key = keyOf(p.slice, p.class);
+  const key = keyOfPrompt(p);
+  if (p.round && (p.round !== state.round || !state.correctable)) return; // its run's result shows it
   const ask = ++nextAsk;
   asked.set(key, ask);
   const started = performance.now();
-  const first = !onSlice(p.slice).some((q) => state.feedback.has(keyOf(q.slice, q.class)));
+  const first = !p.round && !onSlice(p.slice).some((q) => state.feedback.has(keyOfPrompt(q)));
   if (first) status('prompt-status', `Encoding slice ${p.slice + 1} for its clicks…`);
   try {
-    const painted = state.drawn.get(p.slice);
-    const request = { prompt: runPrompts().find((q) => q.slice === p.slice && q.class === p.class), intensity: $('window').value };
-    const out = await call('promptSlice', { request, painted: painted ? painted.slice() : null });
+    const prompt = runPrompts().find((q) => keyOfPrompt({ round: 0, ...q }) === key);
+    let out;
+    if (p.round) {
+      out = { ...(await call('correctSlice', { request: { prompt } })), candidates: null, encoded: false };
+    } else {
+      const painted = state.drawn.get(p.slice);
+      out = await call('promptSlice', { request: { prompt, intensity: $('window').value }, painted: painted ? painted.slice() : null });
+    }
     if (asked.get(key) !== ask || state.prompts.get(key) !== p) return; // a newer change is on its way
     const ms = performance.now() - started;
-    state.feedback.set(key, { ...out, ms, answered: request.prompt });
+    state.feedback.set(key, { ...out, ms, answered: prompt });
     const how = out.encoded ? `slice encoded and prompted in ${Math.round(ms)} ms` : `${Math.round(ms)} ms`;
-    status('prompt-status', `Slice ${p.slice + 1}: SAM's mask (predicted IoU ${out.iou.toFixed(2)}), ${how}.`, 'ok');
+    const what = p.round ? 'corrected mask (Run tracks again from here)' : 'SAM\'s mask';
+    status('prompt-status', `Slice ${p.slice + 1}: ${what} (predicted IoU ${out.iou.toFixed(2)}), ${how}.`, 'ok');
   } catch (e) {
     if (asked.get(key) === ask) status('prompt-status', `No feedback for slice ${p.slice + 1}: ${e.message}`, 'error');
   }
@@ -145,7 +204,7 @@ export async function refresh(p) {
 /** SAM's candidate masks for a first single click on the shown slice, the chosen one marked. */
 export function renderChoices() {
   const box = $('prompt-choices');
-  const key = keyOf(state.z, state.activeClass);
+  const key = keyOf(state.z, state.activeClass, state.round);
   const candidates = state.feedback.get(key)?.candidates;
   box.hidden = !candidates;
   if (!candidates) return box.replaceChildren();
@@ -177,15 +236,24 @@ function choose(z, cls, mask) {
   status('prompt-status', `Slice ${z + 1}: that mask is now painted for the class; correct it with the brush or click again.`, 'ok');
 }
 
-/** After a painted mask changed on slice `z`: its prompts' feedback is computed again (the mask goes in first). */
+/** After a painted mask changed on slice `z`: its prompts' feedback is computed again (the mask goes in first),
+ * and a run kept for corrections no longer matches the work. */
 export function paintedChanged(z) {
-  for (const p of onSlice(z)) refresh(p);
+  workChanged();
+  for (const p of onSlice(z)) if (!p.round) refresh(p);
 }
 
-/** The saved prompts of the volume (persistence.js), their feedback asked for again. */
-export function restore(prompts) {
+/** The saved prompts of the volume (persistence.js) and the round their clicks had reached; the feedback of
+ * round 0 is asked for again, corrections wait for the next Run (the run they corrected is gone). */
+export function restore(prompts, round = 0) {
   state.prompts.clear();
   state.feedback.clear();
   state.promptHistory.clear();
-  for (const p of prompts ?? []) state.prompts.set(keyOf(p.slice, p.class), { slice: p.slice, class: p.class, box: p.box ?? null, clicks: p.clicks ?? [] });
+  state.round = round;
+  state.correctable = false;
+  state.correctionWhy = null;
+  for (const p of prompts ?? []) {
+    const q = { slice: p.slice, class: p.class, round: p.round ?? 0, box: p.box ?? null, clicks: p.clicks ?? [] };
+    state.prompts.set(keyOfPrompt(q), q);
+  }
 }

@@ -6,7 +6,7 @@ import { BankView } from './bank.js';
 import { showDice } from './chart.js';
 import * as inputs from './inputs.js';
 import { adapterClasses, paintedMasks } from './painting.js';
-import { runPrompts } from './prompts.js';
+import * as prompts from './prompts.js';
 import { persistResults } from './persistence.js';
 import * as resolution from './resolution.js';
 import { state } from './state.js';
@@ -72,17 +72,18 @@ function request() {
   const { masks, classes: painted } = paintedMasks();
   // Supports from other volumes (inputs.js) join the painted masks, as `--support` joins `--mask` in the CLI.
   const supports = inputs.runSupports();
-  // Clicks and boxes (prompts.js) condition their slices like painted masks, each the way SAM2 takes it.
-  const prompts = promptFree ? [] : runPrompts();
-  const given = [...painted, ...inputs.supportClasses(), ...prompts.map((p) => p.class)];
+  // Clicks and boxes (prompts.js) condition their slices like painted masks, each the way SAM2 takes it;
+  // corrections (later rounds) are replayed after the passes before them.
+  const clicks = promptFree ? [] : prompts.runPrompts();
+  const given = [...painted, ...inputs.supportClasses(), ...clicks.map((p) => p.class)];
   const classes = promptFree ? adapter.info()?.classes ?? [] : [...new Set(given)].sort((a, b) => a - b);
   if (promptFree && !classes.length) return { error: 'Load an adapter file first (model panel).' };
   if (promptFree) adapterClasses(classes);
-  if (!promptFree && !masks.length && !supports.length && !prompts.length) return { error: 'Paint a mask or click on at least one slice (or add a support) first.' };
+  if (!promptFree && !masks.length && !supports.length && !clicks.length) return { error: 'Paint a mask or click on at least one slice (or add a support) first.' };
   const options = {
     classes, mode: $('mode').value, intensity: $('window').value,
     maxConditioning: optionalInt('max-conditioning'), selectSupports: optionalInt('select-supports'),
-    similarityEviction: $('similarity-eviction').checked, prompts,
+    similarityEviction: $('similarity-eviction').checked, prompts: clicks,
   };
   const [op, args] = promptFree ? adapter.request(options.intensity)
     : ['run', { options, masks: masks.map((m) => ({ slice: m.slice, labels: m.labels.slice() })), supports }];
@@ -101,7 +102,8 @@ function progressed(p) {
   if (p.slice === state.z) viewer.draw();
 }
 
-function finished(summary) {
+function finished(summary, resumed) {
+  if (!summary.cancelled && summary.correction) prompts.afterRun(summary.correction);
   if (summary.cancelled) {
     status('run-status', `Cancelled after ${summary.steps} of ${summary.total} slices.`);
     persistResults({ partial: true, steps: summary.steps, total: summary.total }, { now: true }); // not awaited: the UI frees now
@@ -113,20 +115,28 @@ function finished(summary) {
     // time is not what a fresh volume takes at this size.
     // (Slices the encoder helpers delivered during this run are not encoded by the core either.)
     const reused = Math.max(0, state.volume.slices - summary.report.frames_encoded - (summary.encodeAhead?.kept ?? 0));
+    if (resumed) {
+      const why = summary.correction?.why ? ` ${summary.correction.why}` : '';
+      return status('run-status', `Tracked again from the corrections: ${summary.steps} slices in ${seconds(summary.report.seconds * 1000)}; the others kept their masks.${why}`, 'ok');
+    }
     if (reused === 0) resolution.remember(perSlice / 1000);
     const ahead = summary.encodeAhead?.kept ? `; ${summary.encodeAhead.kept} encoded ahead on other cores` : '';
     const note = (reused > 0 ? `; ${reused} slices reused from the last run, not encoded again` : '') + ahead;
-    status('run-status', `Done: ${summary.steps} slices in ${seconds(summary.report.seconds * 1000)} (${seconds(perSlice)} a slice${note}).`, 'ok');
+    const why = summary.correction?.why ? ` Corrections after it: ${summary.correction.why}.` : '';
+    status('run-status', `Done: ${summary.steps} slices in ${seconds(summary.report.seconds * 1000)} (${seconds(perSlice)} a slice${note}).${why}`, 'ok');
   }
 }
 
 export async function run() {
   const { error, promptFree, classes, options, op, args } = request();
   if (error) return status('run-status', error, 'error');
+  // Corrections on the run the worker keeps: only the slices they change come back, the others stay.
+  const resumed = !promptFree && prompts.correcting();
   state.running = true;
   state.lastRun = null;
   state.progress = null;
-  state.results = [];
+  if (!resumed) state.results = [];
+  state.correctable = false; // the worker hands its kept run to this run, or drops it
   viewer.draw();
   onChange();
   const names = classes.map((v) => state.classes.find((c) => c.value === v)?.name ?? v).join(', ');
@@ -135,7 +145,7 @@ export async function run() {
   $('run-progress').value = 0;
   if (!promptFree) teaching.start({ slices: state.volume.slices, classes, mode: options.mode, options });
   try {
-    finished(await call(op, args, { onProgress: progressed }));
+    finished(await call(op, args, { onProgress: progressed }), resumed);
   } catch (e) {
     status('run-status', `The run failed: ${e.message}`, 'error');
   } finally {

@@ -8,8 +8,11 @@ export const state = {
   z: 0, // the slice shown
   drawn: new Map(), // slice -> Uint8Array label map painted by the user
   history: new Map(), // slice -> {undo: [snapshot], redo: [snapshot]}
-  prompts: new Map(), // "slice:class" -> {slice, class, box, clicks}: the prompt tool's clicks and boxes (prompts.js)
-  feedback: new Map(), // "slice:class" -> SAM's mask for that prompt, {mask, iou, candidates, encoded, ms}
+  prompts: new Map(), // "slice:class[@round]" -> {slice, class, round, box, clicks}: the prompt tool's clicks and boxes (prompts.js)
+  feedback: new Map(), // the same keys -> SAM's mask for that prompt, {mask, iou, candidates, encoded, ms}
+  round: 0, // the round clicks go to: 0 before the first propagation, then corrections of the run (prompts.js)
+  correctable: false, // the worker keeps the last run, so corrections are answered at once and Run resumes it
+  correctionWhy: null, // why the last run cannot take corrections, when it cannot
   promptHistory: new Map(), // slice -> {undo: [prompts], redo: [prompts]}
   results: [], // slice -> Uint8Array label map from the last run (partial while it runs)
   workKey: null, // the current volume's key in the browser's store (store.js)

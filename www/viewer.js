@@ -109,7 +109,8 @@ export class Viewer {
     this.drawPrompts(ctx, scale, x, y);
   }
 
-  /** The shown slice's boxes (and the one being dragged) and clicks: green on the structure, red background. */
+  /** The shown slice's boxes (and the one being dragged) and clicks: green on the structure, red background;
+   * corrections (clicks after a run) as rings, those of earlier rounds faded. */
   drawPrompts(ctx, scale, x0, y0) {
     const at = (x, y) => [x0 + x * scale, y0 + y * scale];
     const colour = new Map(this.app.classes().map((c) => [c.value, c.color]));
@@ -123,17 +124,23 @@ export class Viewer {
       ctx.strokeRect(...at(bx0, by0), (bx1 - bx0) * scale, (by1 - by0) * scale);
     }
     ctx.setLineDash([]);
+    const round = this.app.round?.() ?? 0;
     for (const p of prompts) {
+      ctx.globalAlpha = (p.round ?? 0) < round ? 0.45 : 1;
       for (const c of p.clicks) {
         const [cx, cy] = at(c.x + 0.5, c.y + 0.5);
+        const fill = c.positive ? '#2ecc40' : '#ff4136';
         ctx.beginPath();
         ctx.arc(cx, cy, 6, 0, 2 * Math.PI);
-        ctx.fillStyle = c.positive ? '#2ecc40' : '#ff4136';
+        ctx.fillStyle = p.round ? '#000' : fill;
         ctx.fill();
-        ctx.strokeStyle = '#000';
+        ctx.lineWidth = p.round ? 3 : 2;
+        ctx.strokeStyle = p.round ? fill : '#000';
         ctx.stroke();
       }
     }
+    ctx.globalAlpha = 1;
+    ctx.lineWidth = 2;
   }
 
   /** The image pixel under a pointer event (may lie outside the image). */

@@ -152,7 +152,10 @@ const ops = {
     running = { id, cancel: false };
     const conditioned = [...masks.map((m) => m.slice), ...(options.prompts ?? []).map((p) => p.slice)];
     const order = visitOrder({ mode: options.mode, slices: volumeSlices, painted: conditioned, externalSupports: (supports ?? []).length > 0 });
-    pool?.start({ order, ...fromCore(options.intensity) });
+    // Tracking again from corrections visits a few slices, not this order: the helpers would encode the wrong ones.
+    const open = core.correction_round();
+    const resuming = open !== undefined && (options.prompts ?? []).some((p) => p.round === open);
+    if (!resuming) pool?.start({ order, ...fromCore(options.intensity) });
     try {
       const summary = await run_segmentation(options, masks, supports ?? [], async (step) => {
         self.postMessage({ id, type: 'progress', ...step }, [step.labels.buffer]);
@@ -172,6 +175,16 @@ const ops = {
     await ready;
     if (running) throw new Error('a segmentation is running: wait for it or cancel it first');
     return core.prompt_slice(request, painted ?? undefined);
+  },
+  // A correction on a slice the last run tracked (src/web/corrections.rs): request {prompt: {slice, class, round,
+  // box?, clicks}} -> {mask, iou} on the run's memory.
+  async correctSlice({ request }) {
+    await ready;
+    if (running) throw new Error('a segmentation is running: wait for it or cancel it first');
+    return core.correct_slice(request);
+  },
+  async discardCorrection({ slice, cls }) {
+    core.discard_correction(slice, cls);
   },
   // Masks, label volumes and supports from files (src/web/inputs.rs): files are [{name, bytes: ArrayBuffer}].
   async maskForSlice({ bytes, name, activeClass }) {

@@ -5,12 +5,13 @@
 //! Files: this one (start-up, the device, the model); `volume.rs` (the volume and its display); `run.rs` (a
 //! few-shot run and the progress messages every run posts); `prompt_free.rs` (adapters and prompt-free runs);
 //! `exports.rs` and `results.rs` (the last run's files, and a run brought back from the browser's store);
-//! `inputs.rs` (masks, label volumes and supports from files); `prompts.rs` (clicks and boxes: SAM's feedback); `bench.rs` (the encoder for the bench page and
+//! `inputs.rs` (masks, label volumes and supports from files); `prompts.rs` (clicks and boxes: SAM's feedback); `corrections.rs` (clicks after a run); `bench.rs` (the encoder for the bench page and
 //! the parity tests); `diagnostics.rs` (a deliberate panic for the crash-recovery tests).
 
 use wasm_bindgen::prelude::*;
 
 mod bench;
+mod corrections;
 mod diagnostics;
 mod encode_ahead;
 mod exports;
@@ -133,6 +134,7 @@ pub fn load_sam2(bytes: Vec<u8>, name: String, overrides: Vec<String>) -> Result
         s.model = Some(LoadedModel { model, config, name, features });
         s.adapted = None;
         s.last_prompt = None;
+        s.kept = None;
     });
     to_js(&Loaded { report, format, image_size })
 }

@@ -60,5 +60,6 @@ pub async fn run_prompt_free(options: JsValue, on_step: js_sys::Function) -> Res
     let loaded = state::loaded_volume()?;
     let adapted = state::with(|s| s.adapted.clone()).ok_or_else(|| JsError::new("load an adapter file first"))?;
     let mapping = intensity::choose(&loaded.volume, Some(&options.intensity)).map_err(js_err)?;
-    run_job(&loaded, mapping, adapted.weights.clone(), Method::PromptFree(&adapted.prompt_free), &on_step).await
+    state::with_mut(|s| s.kept = None);
+    Ok(run_job(&loaded, mapping, adapted.weights.clone(), Method::PromptFree(&adapted.prompt_free), &on_step).await?.0)
 }

@@ -6,14 +6,14 @@ use image::GrayImage;
 use wasm_bindgen::prelude::*;
 
 use super::state::{self, FinishedRun, LoadedVolume};
-use super::{inputs, js_err, set, to_js};
+use super::{corrections, inputs, js_err, set, to_js};
 use crate::imaging::intensity;
-use crate::job::{DrawnMask, Job, Method, Outcome, Prompts, StepEvent};
+use crate::job::{self, Corrections, DrawnMask, Finished, Job, Method, Outcome, Prompts, StepEvent};
 use crate::session::slice_prompt::SlicePrompt;
 use crate::session::{MemoryOptions, Mode, Placement};
 
 /// What the page sends to start a few-shot run.
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RunOptions {
     classes: Vec<u8>,
@@ -26,7 +26,8 @@ struct RunOptions {
     select_supports: Option<usize>,
     #[serde(default)]
     similarity_eviction: bool,
-    /// Clicks and boxes on the volume's slices (`www/prompts.js`), conditioning frames after the painted masks.
+    /// Clicks and boxes on the volume's slices (`www/prompts.js`), conditioning frames after the painted masks;
+    /// those of round 1 on are corrections after a run (`corrections.rs`).
     #[serde(default)]
     prompts: Vec<SlicePrompt>,
 }
@@ -72,9 +73,7 @@ pub async fn run_segmentation(
     supports: js_sys::Array,
     on_step: js_sys::Function,
 ) -> Result<JsValue, JsError> {
-    let options: RunOptions = serde_wasm_bindgen::from_value(options).map_err(|e| JsError::new(&format!("run options: {e}")))?;
-    // The exports follow the latest run only: a failed or cancelled run leaves nothing to export.
-    state::with_mut(|s| s.finished = None);
+    let mut options: RunOptions = serde_wasm_bindgen::from_value(options).map_err(|e| JsError::new(&format!("run options: {e}")))?;
     let loaded = state::loaded_volume()?;
     let model = state::loaded_model()?;
     let v = &loaded.volume;
@@ -86,33 +85,82 @@ pub async fn run_segmentation(
         return Err(JsError::new("paint a mask or click on at least one slice (or add a support) first"));
     }
     let (mode, drawn_as_supports) = page_mode(&options.mode)?;
+    let clicks = std::mem::take(&mut options.prompts);
+    // Corrections added to the last run, nothing else changed: only what they change is tracked again.
+    if let Some((kept, finished)) = corrections::resumable(&options, &clicks, &drawn, &supports).map_err(js_err)? {
+        let (summary, kept) = resume_job(&loaded, kept, finished.labels, &on_step).await?;
+        corrections::keep(kept, &options, &clicks, &drawn, &supports);
+        return with_correction_status(summary, None);
+    }
+    // The exports follow the latest run only: a failed or cancelled run leaves nothing to export.
+    state::with_mut(|s| (s.finished, s.kept) = (None, None));
     let memory = MemoryOptions {
         max_conditioning: options.max_conditioning,
         select_supports: options.select_supports,
         similarity_eviction: options.similarity_eviction,
     };
+    let why_not = match mode {
+        Mode::SupportsOnly => Some("corrections follow a propagation; this mode segments each slice from the supports alone".to_string()),
+        Mode::Propagate(_) if memory.similarity_eviction => Some("corrections need every tracked memory: similarity eviction is on".into()),
+        Mode::Propagate(_) => corrections::may_keep(&model, v.depth, options.classes.len()).err(),
+    };
     let feature_cache = Some(model.features.clone());
-    let prompts = Prompts { drawn, clicks: options.prompts, drawn_as_supports, supports, classes: Some(options.classes), mode, memory, keep_logits: false, feature_cache };
+    let prompts = Prompts {
+        drawn: drawn.clone(),
+        clicks: clicks.clone(),
+        drawn_as_supports,
+        supports: supports.clone(),
+        classes: Some(options.classes.clone()),
+        mode,
+        memory,
+        keep_logits: false,
+        feature_cache,
+        keep_for_corrections: why_not.is_none(),
+    };
     let method = Method::FewShot { model: &model.model, prompts };
-    run_job(&loaded, mapping, model.name.clone(), method, &on_step).await
+    let (summary, kept) = run_job(&loaded, mapping, model.name.clone(), method, &on_step).await?;
+    corrections::keep(kept, &options, &clicks, &drawn, &supports);
+    with_correction_status(summary, why_not)
+}
+
+/// The summary with `correction: {round, correctable, why}` (`corrections::status`).
+fn with_correction_status(summary: JsValue, why: Option<String>) -> Result<JsValue, JsError> {
+    set(&summary.clone().into(), "correction", corrections::status(why)?)?;
+    Ok(summary)
+}
+
+/// Tracks the kept run again from its corrections (`job::resume`), from the finished run's label maps.
+async fn resume_job(loaded: &std::rc::Rc<LoadedVolume>, kept: Corrections, labels: Vec<Vec<u8>>, on_step: &js_sys::Function) -> Result<(JsValue, Option<Corrections>), JsError> {
+    let started = js_sys::Date::now();
+    let mut post = async |e: StepEvent<'_>| post_step(on_step, &e, started).await;
+    let seconds = || (js_sys::Date::now() - started) / 1000.0;
+    let outcome = job::resume(kept, labels, &loaded.volume, loaded.truth.as_deref(), &mut post, seconds).await.map_err(js_err)?;
+    finish(loaded, outcome)
 }
 
 /// Runs a job on the loaded volume, posting every step to `on_step`; returns the page's summary
-/// `{cancelled, steps, total[, report]}` and keeps a finished run for the exports.
+/// `{cancelled, steps, total[, report]}` and the run kept for corrections if the job kept it; keeps a finished
+/// run for the exports.
 pub(crate) async fn run_job(
     loaded: &std::rc::Rc<LoadedVolume>,
     mapping: intensity::Intensity,
     weights: String,
     method: Method<'_>,
     on_step: &js_sys::Function,
-) -> Result<JsValue, JsError> {
+) -> Result<(JsValue, Option<Corrections>), JsError> {
     let started = js_sys::Date::now();
     let job = Job { volume: &loaded.volume, mapping, truth: loaded.truth.as_deref(), weights, method };
     let mut post = async |e: StepEvent<'_>| post_step(on_step, &e, started).await;
     let outcome = job.run(&mut post, || (js_sys::Date::now() - started) / 1000.0).await.map_err(js_err)?;
+    finish(loaded, outcome)
+}
+
+/// A job's outcome: the page's summary, the finished run kept for the exports, and what it keeps for
+/// corrections.
+fn finish(loaded: &std::rc::Rc<LoadedVolume>, outcome: Outcome<Finished>) -> Result<(JsValue, Option<Corrections>), JsError> {
     let mut finished = match outcome {
         Outcome::Done(finished) => finished,
-        Outcome::Cancelled { steps, total } => return to_js(&serde_json::json!({"cancelled": true, "steps": steps, "total": total})),
+        Outcome::Cancelled { steps, total } => return Ok((to_js(&serde_json::json!({"cancelled": true, "steps": steps, "total": total}))?, None)),
     };
     *finished.report.outputs_mut() = vec!["labels.nii.gz".into(), "report.json".into()];
     let (steps, total) = (finished.steps, finished.total);
@@ -121,7 +169,7 @@ pub(crate) async fn run_job(
     let report = serde_json::to_value(&finished.report).map_err(js_err)?;
     let run = FinishedRun { volume: loaded.clone(), labels: finished.labels, classes, report };
     state::with_mut(|s| s.finished = Some(run));
-    Ok(summary)
+    Ok((summary, finished.corrections))
 }
 
 /// Calls `on_step({step, total, slice, reverse, elapsedMs, labels[, bank]})` and awaits what it returns:

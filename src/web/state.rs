@@ -43,6 +43,8 @@ pub(crate) struct WebState {
     /// What the last click's feedback left, so that the next click on that slice continues from it
     /// (`prompts.rs`); goes with the model.
     pub(crate) last_prompt: Option<PromptMemo>,
+    /// The last propagation, kept for corrections (`corrections.rs`); goes with the model and the volume.
+    pub(crate) kept: Option<super::corrections::KeptRun>,
 }
 
 /// The SAM2 model loaded by `load_sam2`, the config it was built from and its file's name.

@@ -53,6 +53,7 @@ fn set_loaded(loaded: LoadedVolume) -> Result<JsValue, JsError> {
         s.model_inputs = None;
         s.display = None;
         s.finished = None;
+        s.kept = None;
     });
     to_js(&meta)
 }

@@ -139,6 +139,20 @@ impl VideoFixture {
     pub fn num_frames(&self) -> usize {
         self.meta["num_frames"].as_u64().unwrap() as usize
     }
+
+    /// The mask prompt of frame `f` as a label map of class 1.
+    pub fn mask_labels(&self, f: usize) -> image::GrayImage {
+        let (_, mask) = self.tensor(&format!("prompt.{f}.mask")).expect("a mask prompt on that frame");
+        let s = (mask.len() as f64).sqrt() as u32;
+        image::GrayImage::from_fn(s, s, |x, y| image::Luma([u8::from(mask[(y * s + x) as usize] > 0.5)]))
+    }
+}
+
+/// Frames as an 8-bit RGB volume (a job maps it with `Intensity::Identity`: the slices stay as they are).
+pub fn frames_volume(frames: &[image::RgbImage]) -> memseg::imaging::Volume {
+    let (w, h) = frames[0].dimensions();
+    let data = frames.iter().flat_map(|f| f.as_raw().iter().map(|&v| f32::from(v))).collect();
+    memseg::imaging::Volume::new("frames", memseg::imaging::SourceKind::Raster, [w as usize, h as usize, frames.len(), 3], data).unwrap()
 }
 
 /// Frame `f` of a `[N, H, W, 3]` tensor of 0-255 values.

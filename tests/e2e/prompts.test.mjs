@@ -1,7 +1,9 @@
 // The prompt tool on the CPU fallback: clicks and a box with the mouse give SAM's mask at once (the first
 // click SAM's three candidates), undo and redo, the prompted slices condition the run exactly as the CLI's
 // --points / --box condition it (voxel for voxel within the usual rounding), a prompted slice's result is its
-// feedback, the teaching view marks them, and the clicks come back after a reload.
+// feedback, the teaching view marks them; after the run, clicks on a tracked slice correct it on the run's
+// memory, and Run tracks again from there only, as the CLI's INDEX@1 replays it; the clicks come back after a
+// reload, the corrections waiting for the next run.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -15,6 +17,7 @@ import {
 } from './journey.mjs';
 
 const BOXED_SLICE = 16;
+const CORRECTED_SLICE = 20; // tracked forward from slice 13 (the first prompted slice)
 
 let server;
 before(async () => {
@@ -22,18 +25,19 @@ before(async () => {
 });
 after(() => server?.close());
 
-/** The feedback of (slice, class 1) once the core answered the prompt as it is now, with `clicks` clicks. */
-async function feedback(page, slice, clicks) {
+/** The feedback of (slice, class 1[, round]) once the core answered the prompt as it is now, with `clicks` clicks. */
+async function feedback(page, slice, clicks, round = 0) {
+  const key = round ? `${slice}:1@${round}` : `${slice}:1`;
   await page.waitForFunction(({ key, clicks }) => {
     const s = window.memsegState;
     const p = s.prompts.get(key);
     const f = s.feedback.get(key);
     return p?.clicks.length === clicks && f?.answered.clicks.length === clicks && JSON.stringify(f.answered.box ?? null) === JSON.stringify(p.box);
-  }, { key: `${slice}:1`, clicks }, { timeout: 120_000 });
+  }, { key, clicks }, { timeout: 120_000 });
   return page.evaluate((key) => {
     const f = window.memsegState.feedback.get(key);
     return { ...f, mask: Array.from(f.mask), candidates: f.candidates?.map((c) => ({ iou: c.iou, mask: Array.from(c.mask) })) ?? null };
-  }, `${slice}:1`);
+  }, key);
 }
 
 /** The CLI on the page's own volume (written as NIfTI) with the page's prompts as --points / --box. */
@@ -42,9 +46,10 @@ async function cliRun(page, prompts, dir) {
   const values = await page.evaluate(async () => Array.from(await window.memsegCall('volumeValues')));
   const volume = join(dir, 'sample.nii');
   writeFileSync(volume, niftiF32(values, [meta.width, meta.height, meta.slices], meta.spacing_mm));
+  const target = (p) => `${p.slice}:${p.class}${p.round ? `@${p.round}` : ''}`;
   const args = prompts.flatMap((p) => [
-    ...(p.box ? ['--box', `${p.slice}:${p.class}=${p.box.join(',')}`] : []),
-    ...(p.clicks.length ? ['--points', `${p.slice}:${p.class}=${p.clicks.map((c) => `${c.x},${c.y},${c.positive ? 1 : 0}`).join(';')}`] : []),
+    ...(p.box ? ['--box', `${target(p)}=${p.box.join(',')}`] : []),
+    ...(p.clicks.length ? ['--points', `${target(p)}=${p.clicks.map((c) => `${c.x},${c.y},${c.positive ? 1 : 0}`).join(';')}`] : []),
   ]);
   const out = join(dir, 'cli');
   execFileSync(memsegBin, [
@@ -131,19 +136,57 @@ test('clicks and a box: SAM\'s mask at once, undo, the run conditioned as the CL
     assert.ok(marked.some(([z, t]) => z === PAINTED_SLICE && /1 click on it, 1 on the background/.test(t)), JSON.stringify(marked));
     assert.ok(marked.some(([z, t]) => z === BOXED_SLICE && /a box/.test(t)));
 
-    // The CLI with the same clicks and box on the same volume.
+    // A correction after the run: clicks on a slice the run tracked, answered on the run's memory (no encoding,
+    // no SAM candidates); taking the last one back and giving it again ends where it was.
+    assert.equal(await page.evaluate(() => [window.memsegState.round, window.memsegState.correctable].join()), '1,true');
+    const before = await page.evaluate(() => window.memsegApp.results());
+    await page.fill('#slice', String(CORRECTED_SLICE));
+    await page.waitForFunction((l) => document.querySelector('#slice-label').textContent.startsWith(l), `Slice ${CORRECTED_SLICE + 1} / 24`);
+    await page.mouse.click(...(await toClient(page, 33.5, 43.5)));
+    const corrected1 = await feedback(page, CORRECTED_SLICE, 1, 1);
+    await page.mouse.click(...(await toClient(page, 60.5, 50.5)), { button: 'right' });
+    const corrected = await feedback(page, CORRECTED_SLICE, 2, 1);
+    assert.equal(corrected.candidates, null, 'a correction has no candidates to choose from');
+    assert.equal(corrected.encoded, false);
+    console.log(`correction feedback (reduced model, CPU fallback): ${Math.round(corrected1.ms)} ms, then ${Math.round(corrected.ms)} ms`);
+    await page.keyboard.press('Control+z');
+    assert.equal((await feedback(page, CORRECTED_SLICE, 1, 1)).mask.join(), corrected1.mask.join(), 'undo of a correction click');
+    await page.keyboard.press('Control+y');
+    assert.equal((await feedback(page, CORRECTED_SLICE, 2, 1)).mask.join(), corrected.mask.join(), 'redo of a correction click');
+
+    // Run: only the slices from the corrected one outwards (forward: 20..23) are tracked again.
+    const withCorrection = await page.evaluate(() => window.memsegApp.prompts());
+    await page.click('#run');
+    await page.waitForSelector('#run-status.ok, #run-status.error', { timeout: 540_000 });
+    assert.match(await page.textContent('#run-status'), /^Tracked again from the corrections: 4 slices/);
+    const rerun = await page.evaluate(() => window.memsegState.lastRun);
+    assert.deepEqual(rerun.report.order.slice(-4), [20, 21, 22, 23]);
+    assert.deepEqual(rerun.report.prompts.at(-1), { slice: CORRECTED_SLICE, class: 1, round: 1, clicks: withCorrection.at(-1).clicks });
+    const after = await page.evaluate(() => window.memsegApp.results());
+    assert.equal(after[CORRECTED_SLICE].join(), corrected.mask.join(), 'the corrected slice\'s result is its feedback');
+    for (let z = 0; z < CORRECTED_SLICE; z++) assert.equal(after[z].join(), before[z].join(), `slice ${z} is left as it was`);
+    assert.equal(await page.evaluate(() => window.memsegState.round), 2, 'the next clicks are the next round\'s');
+
+    // The CLI with the same clicks, box and correction on the same volume: the whole history replayed.
     const ours = niftiVoxels(await downloadFrom(page, '#export-nifti', dir));
-    const native = await cliRun(page, prompts, dir);
+    const native = await cliRun(page, withCorrection, dir);
     const differ = countDiffer(ours, native.labels);
     console.log(`page vs CLI (${native.args.join(' ')}): ${differ} of ${ours.length} voxels differ`);
     assert.ok(differ <= ours.length * 1e-3, `${differ} voxels differ from the CLI`);
-    assert.deepEqual(native.report.order, run.report.order);
+    assert.deepEqual(native.report.order, rerun.report.order);
 
-    // A reload keeps the clicks and the box with the painted work.
+    // A reload keeps the clicks, the box and the correction with the painted work; a new correction waits for a
+    // run (the run it would correct is gone with the reload).
     await page.reload();
     await loadSample(page);
-    assert.deepEqual(await page.evaluate(() => window.memsegApp.prompts()), prompts);
-    assert.match(await page.textContent('#work-status'), /2 slices with clicks or a box/);
+    assert.deepEqual(await page.evaluate(() => window.memsegApp.prompts()), withCorrection);
+    assert.match(await page.textContent('#work-status'), /3 slices with clicks or a box/);
+    await loadModel(page);
+    await page.check('#tool-prompt');
+    await page.mouse.click(...(await toClient(page, 33.5, 43.5)));
+    await page.waitForSelector('#prompt-status.error');
+    assert.match(await page.textContent('#prompt-status'), /press Run first/);
+    assert.deepEqual(await page.evaluate(() => window.memsegApp.prompts()), withCorrection, 'the refused click is not kept');
     assert.deepEqual(consoleErrors, []);
     assert.deepEqual(outside(), []);
   } finally {
