@@ -19,7 +19,7 @@ def main():
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--part", choices=["encoder", "memory-attention", "propagate"], default="encoder")
+    ap.add_argument("--part", choices=["encoder", "memory-attention", "propagate", "click"], default="encoder")
     ap.add_argument("--slices", type=int, default=10, help="volume length (propagate)")
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     ap.add_argument("--memories", type=int, default=1, help="past frames attended to (memory-attention)")
@@ -34,6 +34,8 @@ def main():
     sync = torch.cuda.synchronize if a.device == "cuda" else (lambda: None)
     if a.part == "propagate":
         return propagate(a, overrides, sync)
+    if a.part == "click":
+        return click(a, overrides, sync)
     model = build_sam2(a.config, ckpt_path=None, device=a.device, mode="eval", hydra_overrides_extra=overrides)
     dev = torch.device(a.device)
     if a.part == "encoder":
@@ -105,6 +107,37 @@ def propagate(a, overrides, sync):
     print(json.dumps({"peer": f"Meta sam2 video predictor (PyTorch {torch.__version__} {where} fp32)", "threads": a.threads,
                       "image_size": a.image_size, "part": a.part, "slices": a.slices, "runs_ms": times,
                       "total_s": total, "peak_mib": peak}))
+
+
+def bench_click(k, size):
+    """The k-th click of memseg's bench::bench_click: (x, y, label)."""
+    spread = lambda golden: math.floor(size * (0.35 + 0.3 * ((k * golden) % 1.0)))
+    return spread(0.618), spread(0.382), 1 if k % 2 == 0 else 0
+
+
+def click(a, overrides, sync):
+    """Meta's SAM2VideoPredictor on a one-frame video: a first click (after init_state encoded the frame), then
+    `runs` clicks each appended to the ones before (clear_old_points=False), as a user clicks; times each
+    add_new_points_or_box after the first, which returns the mask at the frame's size."""
+    import tempfile
+    from PIL import Image
+    from sam2.build_sam import build_sam2_video_predictor
+    predictor = build_sam2_video_predictor(a.config, ckpt_path=None, device=a.device, hydra_overrides_extra=overrides)
+    times = []
+    with tempfile.TemporaryDirectory() as d, torch.inference_mode():
+        Image.fromarray(synthetic_slice(0, 1, a.image_size)).save(f"{d}/00000.jpg", quality=100)
+        state = predictor.init_state(d)
+        for k in range(a.runs + 1):
+            x, y, label = bench_click(k, a.image_size)
+            start = time.perf_counter()
+            _, _, masks = predictor.add_new_points_or_box(state, 0, 1, points=[[x, y]], labels=[label], clear_old_points=k == 0)
+            (masks > 0).cpu()
+            sync()
+            if k > 0:
+                times.append((time.perf_counter() - start) * 1000)
+    where = torch.cuda.get_device_name() if a.device == "cuda" else "CPU"
+    print(json.dumps({"peer": f"Meta sam2 video predictor, clicks (PyTorch {torch.__version__} {where} fp32)", "threads": a.threads,
+                      "image_size": a.image_size, "part": a.part, "runs_ms": times}))
 
 
 if __name__ == "__main__":

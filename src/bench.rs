@@ -157,6 +157,41 @@ fn time_propagation(model: &Sam2Base, session: &crate::session::Session, who: &s
     Ok((Timing::new(who, times), started.elapsed().as_secs_f64(), run.frames_encoded()))
 }
 
+/// The `k`-th click of the click benchmarks (here and in `bench/peer_sam2.py`): spread over the middle of a
+/// `size` slice, alternately on the object and on the background.
+pub fn bench_click(k: usize, size: usize) -> crate::session::slice_prompt::Click {
+    let spread = |golden: f64| (size as f64 * (0.35 + 0.3 * ((k as f64 * golden) % 1.0))).floor() as f32;
+    crate::session::slice_prompt::Click { x: spread(0.618), y: spread(0.382), positive: k % 2 == 0 }
+}
+
+/// Times a click's feedback on a synthetic `S x S` slice, as the page's prompt tool gives it
+/// (`slice_prompt::preview_after`, then the mask at the slice's size read back): the first click encodes the
+/// slice (not timed), each of the `runs` next ones adds a click and runs the prompt encoder and mask decoder
+/// once, continuing from the last. Weights are random.
+pub fn click(config: &Sam2Config, device: &Device, who: &str, runs: usize) -> Result<Timing, String> {
+    use crate::session::feature_cache::{DEFAULT_BUDGET_BYTES, FeatureCache};
+    use crate::session::read_f32;
+    use crate::session::slice_prompt::{SlicePrompt, at_slice_size, preview_after};
+    let model = Sam2Base::new(config, device);
+    let s = config.image_size;
+    let image = synthetic_slice(0, 1, s);
+    let cache = FeatureCache::shared(DEFAULT_BUDGET_BYTES);
+    let mut prompt = SlicePrompt { slice: 0, class: 1, bbox: None, clicks: Vec::new(), round: 0 };
+    let mut memo = None;
+    let mut times = Vec::with_capacity(runs);
+    for k in 0..=runs {
+        prompt.clicks.push(bench_click(k, s));
+        let start = Instant::now();
+        let (out, _, next) = preview_after(&model, Some(&cache), &image, None, &prompt, memo.as_ref())?;
+        pollster::block_on(read_f32(at_slice_size(out.low_res_masks, s, s)))?;
+        if k > 0 {
+            times.push(start.elapsed().as_secs_f64() * 1000.0);
+        }
+        memo = Some(next);
+    }
+    Ok(Timing::new(who, times))
+}
+
 /// VmHWM of this process (Linux), in MiB.
 fn peak_rss_mib() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -170,6 +205,7 @@ pub enum PeerPart {
     Encoder,
     MemoryAttention { memories: usize },
     Propagate { slices: usize },
+    Click,
 }
 
 /// Runs `bench/peer_sam2.py` with `python` (a venv with Meta's `sam2`), on the same size and threads.
@@ -194,6 +230,7 @@ pub fn pytorch_peer_json(
             vec!["--part".into(), "memory-attention".into(), "--memories".into(), memories.to_string()]
         }
         PeerPart::Propagate { slices } => vec!["--part".into(), "propagate".into(), "--slices".into(), slices.to_string()],
+        PeerPart::Click => vec!["--part".into(), "click".into()],
     };
     let out = Command::new(python)
         .args([script, "--image-size", &image_size.to_string(), "--threads", &threads.to_string()])

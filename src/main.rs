@@ -262,6 +262,9 @@ enum BenchCommand {
     MemoryAttention(MemoryAttentionBench),
     /// A whole propagation (session, S1SFQ order) over --slices synthetic slices: time per tracked slice, peak memory.
     Propagate(PropagateBench),
+    /// A click's feedback after the first on one slice (prompt encoder, mask decoder, the mask at the slice's
+    /// size), as the page's prompt tool computes it; the peer: Meta's video predictor on a one-frame video.
+    Click(EncoderBench),
 }
 
 #[derive(Args)]
@@ -368,6 +371,7 @@ fn run(cli: Cli) -> Result<(), String> {
         Command::Bench(BenchCommand::Encoder(args)) => serde_json::to_string_pretty(&bench_encoder(args)?),
         Command::Bench(BenchCommand::MemoryAttention(args)) => serde_json::to_string_pretty(&bench_memory_attention(args)?),
         Command::Bench(BenchCommand::Propagate(args)) => serde_json::to_string_pretty(&bench_propagate(args)?),
+        Command::Bench(BenchCommand::Click(args)) => serde_json::to_string_pretty(&bench_click(args)?),
         Command::Segment(args) if args.adapter.is_some() => {
             if !args.masks.is_empty() || !args.supports.is_empty() || !args.points.is_empty() || !args.boxes.is_empty() {
                 return Err("--adapter segments prompt-free: give no --mask, --support, --points or --box".into());
@@ -471,6 +475,26 @@ fn bench_encoder(args: EncoderBench) -> Result<Vec<Timing>, String> {
     }
     let (model, size, runs) = (&args.model, args.image_size, args.runs);
     eprintln!("\nimage encoder, SAM2-{model} at {size}x{size}, {threads} CPU threads, median of {runs} runs:");
+    let peer = args.peer.as_ref().and_then(|_| timings.last()).map(|t| t.median_ms);
+    for t in &timings {
+        let ratio = peer.map(|p| format!("  ({:.2}x the PyTorch peer)", t.median_ms / p)).unwrap_or_default();
+        eprintln!("  {:>9.1} ms  {}{ratio}", t.median_ms, t.who);
+    }
+    Ok(timings)
+}
+
+fn bench_click(args: EncoderBench) -> Result<Vec<Timing>, String> {
+    let (config, threads) = bench_setup(&args)?;
+    let mut timings = Vec::new();
+    for name in args.backends.split(',') {
+        let compute = init(name.trim().parse()?)?;
+        timings.push(bench::click(&config, &compute.device, &format!("memseg {}", compute.describe()), args.runs)?);
+    }
+    if let Some(python) = &args.peer {
+        timings.push(bench::pytorch_peer(python, bench::PeerPart::Click, &args.peer_device, args.image_size, threads, 0, args.runs)?);
+    }
+    let (model, size, runs) = (&args.model, args.image_size, args.runs);
+    eprintln!("\na click after the first, SAM2-{model} at {size}x{size}, {threads} CPU threads, median of {runs} clicks:");
     let peer = args.peer.as_ref().and_then(|_| timings.last()).map(|t| t.median_ms);
     for t in &timings {
         let ratio = peer.map(|p| format!("  ({:.2}x the PyTorch peer)", t.median_ms / p)).unwrap_or_default();
