@@ -23,6 +23,7 @@ def main():
     ap.add_argument("--slices", type=int, default=10, help="volume length (propagate)")
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     ap.add_argument("--memories", type=int, default=1, help="past frames attended to (memory-attention)")
+    ap.add_argument("--after-run", action="store_true", help="click: corrections on the last frame of a --slices propagation")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
@@ -118,22 +119,36 @@ def bench_click(k, size):
 def click(a, overrides, sync):
     """Meta's SAM2VideoPredictor on a one-frame video: a first click (after init_state encoded the frame), then
     `runs` clicks each appended to the ones before (clear_old_points=False), as a user clicks; times each
-    add_new_points_or_box after the first, which returns the mask at the frame's size."""
+    add_new_points_or_box after the first, which returns the mask at the frame's size. With --after-run:
+    `slices` frames propagated from the middle one's mask (add_all_frames_to_correct_as_cond, as the page),
+    then `runs` correction clicks on the last frame, every one timed."""
     import tempfile
     from PIL import Image
     from sam2.build_sam import build_sam2_video_predictor
+    if a.after_run:
+        overrides = overrides + ["++model.add_all_frames_to_correct_as_cond=true"]
     predictor = build_sam2_video_predictor(a.config, ckpt_path=None, device=a.device, hydra_overrides_extra=overrides)
+    n = a.slices if a.after_run else 1
+    frame = n - 1
     times = []
     with tempfile.TemporaryDirectory() as d, torch.inference_mode():
-        Image.fromarray(synthetic_slice(0, 1, a.image_size)).save(f"{d}/00000.jpg", quality=100)
+        for z in range(n):
+            Image.fromarray(synthetic_slice(z, n, a.image_size)).save(f"{d}/{z:05d}.jpg", quality=100)
         state = predictor.init_state(d)
-        for k in range(a.runs + 1):
+        if a.after_run:
+            mid = n // 2
+            predictor.add_new_mask(state, mid, 1, torch.from_numpy(synthetic_slice(mid, n, a.image_size)[..., 0] == 200))
+            for reverse in (False, True):
+                for _ in predictor.propagate_in_video(state, reverse=reverse):
+                    pass
+        first_timed = 0 if a.after_run else 1
+        for k in range(a.runs + 1 - first_timed):
             x, y, label = bench_click(k, a.image_size)
             start = time.perf_counter()
-            _, _, masks = predictor.add_new_points_or_box(state, 0, 1, points=[[x, y]], labels=[label], clear_old_points=k == 0)
+            _, _, masks = predictor.add_new_points_or_box(state, frame, 1, points=[[x, y]], labels=[label], clear_old_points=k == 0)
             (masks > 0).cpu()
             sync()
-            if k > 0:
+            if k >= first_timed:
                 times.append((time.perf_counter() - start) * 1000)
     where = torch.cuda.get_device_name() if a.device == "cuda" else "CPU"
     print(json.dumps({"peer": f"Meta sam2 video predictor, clicks (PyTorch {torch.__version__} {where} fp32)", "threads": a.threads,

@@ -192,6 +192,35 @@ pub fn click(config: &Sam2Config, device: &Device, who: &str, runs: usize) -> Re
     Ok(Timing::new(who, times))
 }
 
+/// Times corrections as the page makes them after a run (`session::Correctable`): a propagation over
+/// `slices` synthetic slices from the middle one's mask, kept for corrections, then `runs` clicks on the last
+/// slice (tracked forward), each added to the ones before. Every click is timed, the first included (it runs
+/// the memory attention; the next ones reuse it). Weights are random.
+pub fn correction(config: &Sam2Config, device: &Device, who: &str, slices: usize, runs: usize) -> Result<Timing, String> {
+    use crate::session::slice_prompt::{SlicePrompt, at_slice_size};
+    use crate::session::{MemoryOptions, Mode, Placement, Session, read_f32};
+    let model = Sam2Base::new(config, device);
+    let s = config.image_size;
+    let mut session = Session::new((0..slices).map(|z| synthetic_slice(z, slices, s)).collect(), vec![1])?;
+    session.add_query_mask(slices / 2, "synthetic", synthetic_mask(slices, s))?;
+    session.keep_memories(true);
+    let mut run = pollster::block_on(session.start(&model, Mode::Propagate(Placement::Middle), MemoryOptions::default()))?;
+    while let Some(out) = pollster::block_on(run.step()) {
+        out?;
+    }
+    let mut correctable = run.into_correctable(&[1], 0).ok_or("the run kept no memories")?;
+    let mut prompt = SlicePrompt { slice: slices - 1, class: 1, bbox: None, clicks: Vec::new(), round: 1 };
+    let mut times = Vec::with_capacity(runs);
+    for k in 0..runs {
+        prompt.clicks.push(bench_click(k, s));
+        let start = Instant::now();
+        let out = correctable.correct(&prompt)?;
+        pollster::block_on(read_f32(at_slice_size(out.low_res_masks, s, s)))?;
+        times.push(start.elapsed().as_secs_f64() * 1000.0);
+    }
+    Ok(Timing::new(who, times))
+}
+
 /// VmHWM of this process (Linux), in MiB.
 fn peak_rss_mib() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -205,7 +234,7 @@ pub enum PeerPart {
     Encoder,
     MemoryAttention { memories: usize },
     Propagate { slices: usize },
-    Click,
+    Click { after_run: Option<usize> },
 }
 
 /// Runs `bench/peer_sam2.py` with `python` (a venv with Meta's `sam2`), on the same size and threads.
@@ -230,7 +259,8 @@ pub fn pytorch_peer_json(
             vec!["--part".into(), "memory-attention".into(), "--memories".into(), memories.to_string()]
         }
         PeerPart::Propagate { slices } => vec!["--part".into(), "propagate".into(), "--slices".into(), slices.to_string()],
-        PeerPart::Click => vec!["--part".into(), "click".into()],
+        PeerPart::Click { after_run: None } => vec!["--part".into(), "click".into()],
+        PeerPart::Click { after_run: Some(n) } => vec!["--part".into(), "click".into(), "--slices".into(), n.to_string(), "--after-run".into()],
     };
     let out = Command::new(python)
         .args([script, "--image-size", &image_size.to_string(), "--threads", &threads.to_string()])

@@ -264,7 +264,17 @@ enum BenchCommand {
     Propagate(PropagateBench),
     /// A click's feedback after the first on one slice (prompt encoder, mask decoder, the mask at the slice's
     /// size), as the page's prompt tool computes it; the peer: Meta's video predictor on a one-frame video.
-    Click(EncoderBench),
+    Click(ClickBench),
+}
+
+#[derive(Args)]
+struct ClickBench {
+    #[command(flatten)]
+    common: EncoderBench,
+    /// Time corrections instead: clicks on a slice that a propagation over this many slices tracked (each
+    /// attends to the memory bank; the first of them runs the memory attention).
+    #[arg(long)]
+    after_run: Option<usize>,
 }
 
 #[derive(Args)]
@@ -483,18 +493,28 @@ fn bench_encoder(args: EncoderBench) -> Result<Vec<Timing>, String> {
     Ok(timings)
 }
 
-fn bench_click(args: EncoderBench) -> Result<Vec<Timing>, String> {
-    let (config, threads) = bench_setup(&args)?;
+fn bench_click(click: ClickBench) -> Result<Vec<Timing>, String> {
+    let args = &click.common;
+    let (config, threads) = bench_setup(args)?;
     let mut timings = Vec::new();
     for name in args.backends.split(',') {
         let compute = init(name.trim().parse()?)?;
-        timings.push(bench::click(&config, &compute.device, &format!("memseg {}", compute.describe()), args.runs)?);
+        let who = format!("memseg {}", compute.describe());
+        timings.push(match click.after_run {
+            None => bench::click(&config, &compute.device, &who, args.runs)?,
+            Some(slices) => bench::correction(&config, &compute.device, &who, slices, args.runs)?,
+        });
     }
     if let Some(python) = &args.peer {
-        timings.push(bench::pytorch_peer(python, bench::PeerPart::Click, &args.peer_device, args.image_size, threads, 0, args.runs)?);
+        let part = bench::PeerPart::Click { after_run: click.after_run };
+        timings.push(bench::pytorch_peer(python, part, &args.peer_device, args.image_size, threads, 0, args.runs)?);
     }
     let (model, size, runs) = (&args.model, args.image_size, args.runs);
-    eprintln!("\na click after the first, SAM2-{model} at {size}x{size}, {threads} CPU threads, median of {runs} clicks:");
+    let what = match click.after_run {
+        None => "a click after the first".to_string(),
+        Some(n) => format!("a correction click after a {n}-slice run (the first one, which runs the memory attention, is timed too)"),
+    };
+    eprintln!("\n{what}, SAM2-{model} at {size}x{size}, {threads} CPU threads, median of {runs} clicks:");
     let peer = args.peer.as_ref().and_then(|_| timings.last()).map(|t| t.median_ms);
     for t in &timings {
         let ratio = peer.map(|p| format!("  ({:.2}x the PyTorch peer)", t.median_ms / p)).unwrap_or_default();

@@ -83,6 +83,8 @@ pub struct MemoryBank {
     /// Overrides the config's `max_cond_frames_in_attn` when set.
     max_conditioning: Option<usize>,
     recent: RecentMemories,
+    /// Bumped by every change: what a frame attends to can be cached while it stays the same.
+    generation: u64,
 }
 
 impl MemoryBank {
@@ -93,12 +95,14 @@ impl MemoryBank {
     /// A frame given by the user (mask or clicks): it conditions every other frame. Replaces any tracked
     /// output of the same frame, as `propagate_in_video_preflight` does.
     pub fn insert_conditioning(&mut self, frame: usize, entry: MemoryEntry) {
+        self.generation += 1;
         self.non_cond.remove(&frame);
         self.cond.insert(frame, entry);
     }
 
     /// A frame the model tracked; overwrites the same frame's earlier tracking (a second pass).
     pub fn insert_tracked(&mut self, frame: usize, entry: MemoryEntry) {
+        self.generation += 1;
         self.non_cond.insert(frame, entry);
     }
 
@@ -106,11 +110,18 @@ impl MemoryBank {
     /// `select_closest_cond_frames`); `None` keeps the config's `max_cond_frames_in_attn`. The others stay in
     /// the bank and may still be selected as recent frames, as in Meta's code.
     pub fn set_max_conditioning(&mut self, max: Option<usize>) {
+        self.generation += 1;
         self.max_conditioning = max;
     }
 
     pub fn set_recent_memories(&mut self, recent: RecentMemories) {
+        self.generation += 1;
         self.recent = recent;
+    }
+
+    /// Changes whenever the bank does (entries, policy).
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// The tracked frames the bank holds, in frame order.
@@ -148,6 +159,7 @@ impl MemoryBank {
 
     /// Drops tracked (non-conditioning) entries for which `keep` is false, to bound memory on long volumes.
     pub fn retain_tracked(&mut self, mut keep: impl FnMut(usize) -> bool) {
+        self.generation += 1;
         self.non_cond.retain(|&frame, _| keep(frame));
     }
 

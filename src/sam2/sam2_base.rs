@@ -262,6 +262,23 @@ impl Sam2Base {
         TrackOutput { sam, pix_feat_with_mem, maskmem_features }
     }
 
+    /// [`track_step`](Self::track_step) for clicks (no mask input, no memory encoding) on features already
+    /// conditioned on the memory bank (`pix_feat`, from [`prepare_memory_conditioned_features`](
+    /// Self::prepare_memory_conditioned_features)): the frame's later clicks reuse its memory attention, which
+    /// the same bank gives again.
+    pub fn prompt_step(
+        &self,
+        pix_feat: Tensor<4>,
+        is_init_cond_frame: bool,
+        features: &ImageFeatures,
+        point_inputs: &PointInputs,
+        prev_sam_mask_logits: Option<Tensor<4>>,
+    ) -> TrackOutput {
+        let multimask = self.use_multimask(is_init_cond_frame, Some(point_inputs));
+        let sam = self.forward_sam_heads(&pix_feat, features, Some(point_inputs), prev_sam_mask_logits, multimask);
+        TrackOutput { sam, pix_feat_with_mem: Some(pix_feat), maskmem_features: None }
+    }
+
     /// `_use_multimask`: three candidate masks on initial frames and while tracking, for 0 or 1 click.
     fn use_multimask(&self, is_init_cond_frame: bool, point_inputs: Option<&PointInputs>) -> bool {
         let clicks = point_inputs.map_or(0, PointInputs::len);

@@ -66,6 +66,11 @@ pub struct ObjectState {
     temp: BTreeMap<usize, (TrackOutput, bool)>,
     /// Frames tracked so far and the direction they were tracked in.
     frames_tracked: BTreeMap<usize, bool>,
+    /// The last prompted frame's memory-conditioned features: ((frame, reverse, initial conditioning frame,
+    /// bank generation), features).
+    /// Later clicks on that frame attend to the same bank, so they reuse them (a correction's memory
+    /// attention costs far more than its mask decoder).
+    conditioned: Option<((usize, bool, bool, u64), Tensor<4>)>,
 }
 
 /// A prompted frame's state for one object as a predictor left it: its clicks (model coordinates) and the
@@ -309,18 +314,20 @@ impl<'a> VideoPredictor<'a> {
         // A frame not tracked yet starts the object there (like SAM on an image); a tracked frame is corrected.
         let is_init_cond_frame = !state.frames_tracked.contains_key(&frame);
         let reverse = state.frames_tracked.get(&frame).copied().unwrap_or(false);
-        let out = model.track_step(
-            frame,
-            is_init_cond_frame,
-            &features,
-            points.as_ref(),
-            mask,
-            &state.bank,
-            num_frames,
-            reverse,
-            false,
-            prev_logits,
-        );
+        let out = match (mask, points) {
+            (None, Some(points)) => {
+                let key = (frame, reverse, is_init_cond_frame, state.bank.generation());
+                let pix_feat = match &state.conditioned {
+                    Some((k, pix)) if *k == key => pix.clone(),
+                    _ => model.prepare_memory_conditioned_features(frame, is_init_cond_frame, &features, &state.bank, num_frames, reverse),
+                };
+                state.conditioned = Some((key, pix_feat.clone()));
+                model.prompt_step(pix_feat, is_init_cond_frame, &features, &points, prev_logits)
+            }
+            (mask, points) => {
+                model.track_step(frame, is_init_cond_frame, &features, points.as_ref(), mask, &state.bank, num_frames, reverse, false, prev_logits)
+            }
+        };
         let sam = out.sam.clone();
         let is_cond = is_init_cond_frame || correct_as_cond;
         state.temp.insert(frame, (out, is_cond));
