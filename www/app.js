@@ -208,6 +208,7 @@ function updateControls() {
   $('clear-slice').disabled = busy || !state.drawn.has(z);
   $('clear-prompts').disabled = busy || !prompts.onSlice(z).length;
   $('prompt-panel').hidden = !prompting;
+  $('brush-size-row').hidden = prompting; // the brush's size means nothing to clicks
   prompts.renderChoices();
   $('forget-work').disabled = busy || !state.volume;
   $('correct-slice').disabled = busy || !state.results[z];
