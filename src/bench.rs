@@ -114,17 +114,21 @@ pub fn synthetic_mask(n: usize, size: usize) -> image::GrayImage {
     image::GrayImage::from_fn(size as u32, size as u32, |x, y| image::Luma([u8::from(slice.get_pixel(x, y)[0] == 200)]))
 }
 
+/// A session over `slices` synthetic slices at `size`, class 1 drawn on the middle one.
+fn synthetic_session(slices: usize, size: usize) -> Result<crate::session::Session, String> {
+    let query = (0..slices).map(|z| synthetic_slice(z, slices, size)).collect();
+    let mut session = crate::session::Session::new(query, vec![1])?;
+    session.add_query_mask(slices / 2, "synthetic", synthetic_mask(slices, size))?;
+    Ok(session)
+}
+
 /// Times a propagation over `slices` synthetic slices from a mask drawn on the middle one (S1SFQ order:
 /// forward then reverse), reading each slice's logits back as the CLI does; with `rerun`, times it again
 /// through the feature cache. Weights are random.
 pub fn propagate(config: &Sam2Config, device: &Device, who: &str, slices: usize, rerun: bool) -> Result<PropagateTiming, String> {
-    use crate::session::Session;
     use crate::session::feature_cache::{DEFAULT_BUDGET_BYTES, FeatureCache};
     let model = Sam2Base::new(config, device);
-    let s = config.image_size;
-    let query = (0..slices).map(|z| synthetic_slice(z, slices, s)).collect();
-    let mut session = Session::new(query, vec![1])?;
-    session.add_query_mask(slices / 2, "synthetic", synthetic_mask(slices, s))?;
+    let mut session = synthetic_session(slices, config.image_size)?;
     if rerun {
         session.use_feature_cache(FeatureCache::shared(DEFAULT_BUDGET_BYTES));
     }
@@ -198,11 +202,10 @@ pub fn click(config: &Sam2Config, device: &Device, who: &str, runs: usize) -> Re
 /// the memory attention; the next ones reuse it). Weights are random.
 pub fn correction(config: &Sam2Config, device: &Device, who: &str, slices: usize, runs: usize) -> Result<Timing, String> {
     use crate::session::slice_prompt::{SlicePrompt, at_slice_size};
-    use crate::session::{MemoryOptions, Mode, Placement, Session, read_f32};
+    use crate::session::{MemoryOptions, Mode, Placement, read_f32};
     let model = Sam2Base::new(config, device);
     let s = config.image_size;
-    let mut session = Session::new((0..slices).map(|z| synthetic_slice(z, slices, s)).collect(), vec![1])?;
-    session.add_query_mask(slices / 2, "synthetic", synthetic_mask(slices, s))?;
+    let mut session = synthetic_session(slices, s)?;
     session.keep_memories(true);
     let mut run = pollster::block_on(session.start(&model, Mode::Propagate(Placement::Middle), MemoryOptions::default()))?;
     while let Some(out) = pollster::block_on(run.step()) {

@@ -135,38 +135,35 @@ export function clearSlice(z) {
 }
 
 function replaceSlice(z, prompts) {
-  const before = onSlice(z).map(keyOfPrompt);
+  const before = new Map(onSlice(z).map((p) => [keyOfPrompt(p), p]));
   const unchanged = new Set(prompts.filter((p) => JSON.stringify(p) === JSON.stringify(state.prompts.get(keyOfPrompt(p)))).map(keyOfPrompt));
-  for (const key of before) {
+  for (const key of before.keys()) {
     state.prompts.delete(key);
     if (!unchanged.has(key)) state.feedback.delete(key);
   }
   for (const p of prompts) state.prompts.set(keyOfPrompt(p), p);
-  for (const key of new Set([...before, ...prompts.map(keyOfPrompt)])) if (!unchanged.has(key)) changed(key);
+  for (const [key, old] of before) if (!unchanged.has(key) && !state.prompts.has(key)) changed(key, old);
+  for (const p of prompts) if (!unchanged.has(keyOfPrompt(p))) changed(keyOfPrompt(p));
 }
 
-/** Saves, redraws and asks the core for the new feedback of the prompt under `key`. */
-function changed(key) {
+/** Saves, redraws and asks the core for the new feedback of the prompt under `key` (`old`: the prompt that was
+ * there, when it is gone). */
+function changed(key, old = null) {
   persist();
   onChange();
   const p = state.prompts.get(key);
   if (!p || empty(p)) {
-    const gone = state.prompts.get(key) ?? parseKey(key);
+    const gone = p ?? old;
     state.prompts.delete(key);
     state.feedback.delete(key);
     // A correction taken back: the worker's kept run forgets it too (the slice is as the run tracked it).
-    if (gone.round && gone.round === state.round && state.correctable) call('discardCorrection', { slice: gone.slice, cls: gone.class }).catch(() => {});
+    if (gone?.round && gone.round === state.round && state.correctable) call('discardCorrection', { slice: gone.slice, cls: gone.class }).catch(() => {});
     renderChoices();
     viewer.draw();
     return;
   }
   viewer.draw();
   refresh(p);
-}
-
-function parseKey(key) {
-  const [, slice, cls, round] = key.match(/^(\d+):(\d+)(?:@(\d+))?$/);
-  return { slice: Number(slice), class: Number(cls), round: Number(round ?? 0) };
 }
 
 /** Asks the core for a prompt's feedback (again: after a reload, or when the painted mask changed): SAM on the

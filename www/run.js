@@ -102,7 +102,7 @@ function progressed(p) {
   if (p.slice === state.z) viewer.draw();
 }
 
-function finished(summary, resumed) {
+function finished(summary) {
   if (!summary.cancelled && summary.correction) prompts.afterRun(summary.correction);
   if (summary.cancelled) {
     status('run-status', `Cancelled after ${summary.steps} of ${summary.total} slices.`);
@@ -115,7 +115,7 @@ function finished(summary, resumed) {
     // time is not what a fresh volume takes at this size.
     // (Slices the encoder helpers delivered during this run are not encoded by the core either.)
     const reused = Math.max(0, state.volume.slices - summary.report.frames_encoded - (summary.encodeAhead?.kept ?? 0));
-    if (resumed) {
+    if (summary.resumed) {
       const why = summary.correction?.why ? ` ${summary.correction.why}` : '';
       return status('run-status', `Tracked again from the corrections: ${summary.steps} slices in ${seconds(summary.report.seconds * 1000)}; the others kept their masks.${why}`, 'ok');
     }
@@ -130,7 +130,8 @@ function finished(summary, resumed) {
 export async function run() {
   const { error, promptFree, classes, options, op, args } = request();
   if (error) return status('run-status', error, 'error');
-  // Corrections on the run the worker keeps: only the slices they change come back, the others stay.
+  // Corrections on the run the worker keeps: only the slices they change come back, the others stay (the
+  // worker decides, and says so in the summary's `resumed`).
   const resumed = !promptFree && prompts.correcting();
   state.running = true;
   state.lastRun = null;
@@ -145,7 +146,7 @@ export async function run() {
   $('run-progress').value = 0;
   if (!promptFree) teaching.start({ slices: state.volume.slices, classes, mode: options.mode, options });
   try {
-    finished(await call(op, args, { onProgress: progressed }), resumed);
+    finished(await call(op, args, { onProgress: progressed }));
   } catch (e) {
     status('run-status', `The run failed: ${e.message}`, 'error');
   } finally {

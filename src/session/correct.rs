@@ -65,18 +65,15 @@ impl Correctable {
         prompt.check(w, h)?;
         let object = self.object_of(prompt)?;
         let frame = self.run.frame_of(prompt.slice).ok_or_else(|| format!("slice {} is not in the volume", prompt.slice))?;
-        let earlier = self.pending.iter().position(|(f, o, _)| (*f, *o) == (frame, object));
+        let earlier = self.pending.iter().position(|(f, o, _)| (*f, *o) == (frame, object)).map(|i| self.pending.remove(i).2);
         let from = match earlier {
-            Some(i) if self.pending[i].2.continued_by(prompt) => self.pending[i].2.clicks.len(),
+            Some(last) if last.continued_by(prompt) => last.clicks.len(),
             Some(_) => {
                 self.run.predictor.discard_prompt(frame, object);
                 0
             }
             None => 0,
         };
-        if let Some(i) = earlier {
-            self.pending.remove(i);
-        }
         let out = self.run.apply_correction(frame, object, prompt, from);
         if out.is_err() {
             // Nothing half-applied stays: the slice is as the run tracked it.

@@ -9,6 +9,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 
 use wasm_bindgen::prelude::*;
 
+use super::prompts::mask_js;
 use super::state::{self, FinishedRun, LoadedModel};
 use super::{js_err, set, to_js};
 use crate::job::{Corrections, DrawnMask};
@@ -111,9 +112,8 @@ pub async fn correct_slice(request: JsValue) -> Result<JsValue, JsError> {
     let out = kept.corrections.correctable.correct(&request.prompt);
     state::with_mut(|s| s.kept = Some(kept));
     let out = out.map_err(js_err)?;
-    let mask: Vec<u8> = read_f32(at_slice_size(out.low_res_masks, w, h)).await.map_err(js_err)?.iter().map(|&v| u8::from(v > 0.0)).collect();
     let result = js_sys::Object::new();
-    set(&result, "mask", js_sys::Uint8Array::from(&mask[..]).into())?;
+    set(&result, "mask", mask_js(at_slice_size(out.low_res_masks, w, h)).await?.into())?;
     set(&result, "iou", f64::from(read_f32(out.iou_score).await.map_err(js_err)?[0]).into())?;
     Ok(result.into())
 }
@@ -140,6 +140,6 @@ pub fn discard_correction(slice: usize, class: u8) {
 /// The round the page's clicks go to now and whether the worker holds the run to correct:
 /// `{round, correctable, why}` (`why`: why the last run cannot take corrections, if it cannot).
 pub(crate) fn status(why: Option<String>) -> Result<JsValue, JsError> {
-    let round = state::with(|s| s.kept.as_ref().map(|k| k.corrections.correctable.round()));
+    let round = correction_round();
     to_js(&serde_json::json!({"round": round, "correctable": round.is_some(), "why": why}))
 }

@@ -64,7 +64,8 @@ pub async fn prompt_slice(request: JsValue, painted: Option<Vec<u8>>) -> Result<
     Ok(result.into())
 }
 
-async fn mask_js(logits: burn::tensor::Tensor<4>) -> Result<js_sys::Uint8Array, JsError> {
+/// Logits read back as a 0/1 mask (`binary`).
+pub(super) async fn mask_js(logits: burn::tensor::Tensor<4>) -> Result<js_sys::Uint8Array, JsError> {
     Ok(js_sys::Uint8Array::from(&binary(&read_f32(logits).await.map_err(js_err)?)[..]))
 }
 

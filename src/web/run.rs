@@ -60,8 +60,9 @@ fn drawn_masks(masks: &js_sys::Array, loaded: &LoadedVolume) -> Result<Vec<Drawn
 
 /// Segments the volume from the masks drawn on its slices (`[{slice, labels}]`, label maps of the slice's
 /// size) and the supports from other volumes (records of `support_slice`) with the loaded model. After every
-/// slice it calls `on_step` (see [`post_step`]). Returns `{cancelled, steps, total, report}`; a finished run is
-/// kept for the exports, a cancelled or failed one leaves nothing to export.
+/// slice it calls `on_step` (see [`post_step`]). Returns `{cancelled, steps, total, report, correction[,
+/// resumed]}` (`correction`: see `corrections::status`; `resumed`: only the corrections' slices were tracked
+/// again); a finished run is kept for the exports, a cancelled or failed one leaves nothing to export.
 ///
 /// "propagate" (S1SFQ / kSFQ on the query's own slices) conditions on the drawn slices and tracks from the
 /// first of them; "propagate-middle" inserts them as supports before the middle slice (FS-MedSAM2's
@@ -90,6 +91,7 @@ pub async fn run_segmentation(
     if let Some((kept, finished)) = corrections::resumable(&options, &clicks, &drawn, &supports).map_err(js_err)? {
         let (summary, kept) = resume_job(&loaded, kept, finished.labels, &on_step).await?;
         corrections::keep(kept, &options, &clicks, &drawn, &supports);
+        set(&summary.clone().into(), "resumed", true.into())?;
         return with_correction_status(summary, None);
     }
     // The exports follow the latest run only: a failed or cancelled run leaves nothing to export.
