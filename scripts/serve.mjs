@@ -2,12 +2,15 @@
 // Used by `./build.sh serve` and by the browser tests, so both see the same headers and MIME types.
 // GET /models/index.json is generated from the models folder (weights files: name and size), so the page can
 // list the weights found on this server without a directory listing of anything else.
+// Every response carries the page's Content-Security-Policy (scripts/csp.mjs); the browser reports violations
+// to POST /csp-report, which are logged and kept in `server.cspReports` (the browser tests fail on any).
 // Usage: node scripts/serve.mjs [--port 8080] [--root www] [--models models]
 import { createServer } from 'node:http';
 import { createReadStream } from 'node:fs';
 import { readdir, stat } from 'node:fs/promises';
 import { extname, join, normalize, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { REPORT_PATH, policy, policyFor } from './csp.mjs';
 
 const MIME = {
   '.html': 'text/html; charset=utf-8',
@@ -48,12 +51,15 @@ export function startServer({ port = 8080, root = join(repo, 'www'), models = jo
   models = resolve(models);
   const mounts = [['/models/', models], ...(pkg ? [['/pkg/', resolve(pkg)]] : []),
     ['/vendor/ort/', join(repo, 'tests/e2e/node_modules/onnxruntime-web/dist')], ['/', root]]; // ort: bench.html only
+  const cspReports = [];
   const server = createServer(async (req, res) => {
     try {
       const path = decodeURIComponent(new URL(req.url, 'http://127.0.0.1').pathname);
+      if (path === REPORT_PATH && req.method === 'POST') return receiveReport(req, res, cspReports);
+      const headers = { ...HEADERS, 'Content-Security-Policy': policy(policyFor(path)) };
       if (path === '/models/index.json') {
         const body = JSON.stringify(await listModels(models));
-        res.writeHead(200, { ...HEADERS, 'Content-Type': MIME['.json'], 'Content-Length': Buffer.byteLength(body) });
+        res.writeHead(200, { ...headers, 'Content-Type': MIME['.json'], 'Content-Length': Buffer.byteLength(body) });
         return res.end(req.method === 'HEAD' ? undefined : body);
       }
       const [prefix, dir] = mounts.find(([p]) => path.startsWith(p));
@@ -68,7 +74,7 @@ export function startServer({ port = 8080, root = join(repo, 'www'), models = jo
       res.writeHead(200, {
         'Content-Type': MIME[extname(file)] ?? 'application/octet-stream',
         'Content-Length': info.size,
-        ...HEADERS,
+        ...headers,
       });
       if (req.method === 'HEAD') return res.end();
       createReadStream(file).pipe(res);
@@ -76,9 +82,31 @@ export function startServer({ port = 8080, root = join(repo, 'www'), models = jo
       send(res, 400, 'bad request');
     }
   });
+  server.cspReports = cspReports;
   return new Promise((ok, fail) => {
     server.once('error', fail);
     server.listen(port, '127.0.0.1', () => ok(server));
+  });
+}
+
+// A CSP violation report (report-uri's JSON, at most 64 KiB): kept and logged, answered 204.
+function receiveReport(req, res, reports) {
+  let body = '';
+  req.setEncoding('utf8');
+  req.on('data', (chunk) => {
+    body += chunk;
+    if (body.length > 65536) req.destroy();
+  });
+  req.on('end', () => {
+    let report;
+    try {
+      report = JSON.parse(body)['csp-report'] ?? {};
+    } catch {
+      return send(res, 400, 'bad report');
+    }
+    reports.push(report);
+    console.error(`memseg: the page's security policy blocked ${report['blocked-uri'] || 'something'} (${report['violated-directive']}) on ${report['document-uri']}`);
+    res.writeHead(204).end();
   });
 }
 

@@ -12,12 +12,13 @@ import * as prompts from './prompts.js';
 import { crashRecovery } from './recovery.js';
 import * as resolution from './resolution.js';
 import { connect } from './rpc.js';
+import { moduleWorker } from './trusted.js';
 import * as runner from './run.js';
 import { PALETTE, state } from './state.js';
 import * as weights from './weights.js';
 import * as inputs from './inputs.js';
 import * as store from './store.js';
-import { $, showError, status } from './ui.js';
+import { $, el, showError, status } from './ui.js';
 import { Viewer } from './viewer.js';
 
 const params = new URLSearchParams(location.search);
@@ -26,7 +27,7 @@ const preference = () => params.get('backend') ?? 'auto';
 const helpers = () => (params.has('helpers') ? Number(params.get('helpers')) : undefined);
 
 // A crashed worker is replaced (rpc.js) and the work brought back (see "Crash recovery" below).
-const call = connect(() => new Worker(new URL('./worker.js', import.meta.url), { type: 'module' }), {
+const call = connect(() => moduleWorker('./worker.js', import.meta.url), {
   onCrash: (reason) => recoverFromCrash(reason),
   onFailure: (reason) => showError(`Error: ${reason}`),
 });
@@ -37,9 +38,9 @@ window.memsegCall = call;
 
 function renderDevice(d) {
   const gpu = d.backend === 'wgpu';
-  $('device-summary').innerHTML = gpu
-    ? '<span class="badge gpu">WebGPU</span>Computing on the GPU'
-    : '<span class="badge cpu">CPU fallback</span>Computing on the CPU (WebAssembly)';
+  $('device-summary').replaceChildren(...(gpu
+    ? [el('span', { className: 'badge gpu' }, 'WebGPU'), 'Computing on the GPU']
+    : [el('span', { className: 'badge cpu' }, 'CPU fallback'), 'Computing on the CPU (WebAssembly)']));
   $('device-backend').textContent = gpu ? `wgpu (${d.adapter?.graphics_api ?? 'WebGPU'})` : 'Flex (pure Rust, CPU)';
   $('device-vendor').textContent = d.webgpuAdapter?.vendor ?? '—';
   $('device-architecture').textContent = d.webgpuAdapter?.architecture ?? '—';
@@ -62,10 +63,10 @@ async function startCompute() {
 
 function renderSelftest(r) {
   const [rows, cols] = r.shape;
-  const head = `<tr><th></th>${Array.from({ length: cols }, (_, j) => `<th>${j}</th>`).join('')}</tr>`;
+  const head = el('tr', {}, el('th'), ...Array.from({ length: cols }, (_, j) => el('th', {}, String(j))));
   const body = Array.from({ length: rows }, (_, i) =>
-    `<tr><th>${i}</th>${r.values.slice(i * cols, (i + 1) * cols).map((v) => `<td>${v.toFixed(6)}</td>`).join('')}</tr>`);
-  $('selftest-table').innerHTML = head + body.join('');
+    el('tr', {}, el('th', {}, String(i)), ...r.values.slice(i * cols, (i + 1) * cols).map((v) => el('td', {}, v.toFixed(6)))));
+  $('selftest-table').replaceChildren(head, ...body);
   $('selftest-table').hidden = false;
   $('selftest-summary').textContent = `${rows}×${cols} result in ${r.ms.toFixed(1)} ms`;
 }

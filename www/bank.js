@@ -2,6 +2,8 @@
 // it (the `bank` snapshot of every progress message, `StepBank` in src/session/bank_snapshot.rs). Nothing is decided here:
 // the roles, temporal slots, pointers and scores are the core's; this file lays them out and explains them.
 
+import { el, swatch } from './ui.js';
+
 const fmt = (x) => x.toFixed(2);
 const sliceName = (i) => `slice ${i + 1}`;
 
@@ -205,9 +207,8 @@ export class BankView {
     block.className = 'bank-class';
     const head = document.createElement('div');
     head.className = 'bank-head';
-    head.innerHTML = `<span class="swatch" style="background:${cls.color}"></span><span class="name"></span>
-      <span class="bank-count"></span>`;
-    head.querySelector('.name').textContent = cls.name;
+    head.append(swatch(cls.color), el('span', { className: 'name', textContent: cls.name }), ' ',
+      el('span', { className: 'bank-count' }));
     const attended = view.spatial.length;
     const prompt = (slice) => this.prompted?.get(`${slice}:${cls.value}`);
     head.querySelector('.bank-count').textContent = view.conditioning

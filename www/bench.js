@@ -8,6 +8,8 @@
 // provider on one thread (memseg's wasm build is single-threaded too) or its WebGPU one. Both run the same
 // encoder: bench/export_onnx.py writes Meta's weights as a .pt for memseg and an .onnx of the same model.
 
+import { moduleWorker } from './trusted.js';
+
 const ENGINES = {
   'ours-flex': { label: 'memseg, CPU (Flex)', kind: 'ours', backend: 'flex' },
   'ours-wgpu': { label: 'memseg, WebGPU', kind: 'ours', backend: 'wgpu' },
@@ -198,7 +200,7 @@ async function runBenchmark($) {
 
 /** Runs one engine in a fresh worker; resolves with the worker's result, rejects with its error. */
 function inWorker(job, onProgress) {
-  const worker = new Worker(new URL('./bench.js', import.meta.url), { type: 'module' });
+  const worker = moduleWorker('./bench.js', import.meta.url);
   return new Promise((resolve, reject) => {
     worker.onmessage = ({ data }) => {
       if (data.type === 'progress') return onProgress(data.text);

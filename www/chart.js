@@ -3,6 +3,8 @@
 // report's (per-slice Dice of `report.per_class[].slices`, computed by the core): nothing is scored here.
 // Plain SVG, no library.
 
+import { swatch } from './ui.js';
+
 const SVG = 'http://www.w3.org/2000/svg';
 const W = 360;
 const H = 150;
@@ -83,12 +85,13 @@ export function diceChart(root, series, slices) {
   root.querySelector('.dice-svg').replaceChildren(svg);
   root.querySelector('.dice-legend').replaceChildren(...series.map((s) => {
     const item = document.createElement('li');
-    item.innerHTML = '<span class="swatch"></span><span class="name"></span><span class="mean"></span>';
-    item.querySelector('.swatch').style.background = s.color;
-    item.querySelector('.name').textContent = s.name;
+    const name = Object.assign(document.createElement('span'), { className: 'name', textContent: s.name });
     // A report written before `slice_dice_mean` existed (kept in this browser) has only the pooled Dice.
     const parts = [s.mean !== null && `mean ${s.mean.toFixed(3)}`, s.pooled !== null && `pooled ${s.pooled.toFixed(3)}`].filter(Boolean);
-    item.querySelector('.mean').textContent = parts.length === 2 ? `${parts[0]} (${parts[1]})` : parts[0] || 'no Dice';
+    const mean = Object.assign(document.createElement('span'), {
+      className: 'mean', textContent: parts.length === 2 ? `${parts[0]} (${parts[1]})` : parts[0] || 'no Dice',
+    });
+    item.append(swatch(s.color), name, mean);
     return item;
   }));
 }

@@ -7,6 +7,8 @@
 // A helper that fails is dropped and the run goes on without it. Each helper holds a copy of the weights and
 // the encoder's working memory: about 0.4 GB at 512 px, so their number is capped.
 
+import { moduleWorker } from './trusted.js';
+
 // How far ahead of the run the helpers encode: enough to keep them busy, well inside the cache's budget.
 const AHEAD = 6;
 // The longest the run waits for a helper's slice (a stuck helper must not stall it; an encoding takes seconds).
@@ -160,7 +162,7 @@ export class EncoderPool {
   }
 
   #spawn() {
-    const worker = new Worker(new URL('./encoder-worker.js', import.meta.url), { type: 'module' });
+    const worker = moduleWorker('./encoder-worker.js', import.meta.url);
     const helper = { worker, calls: new Map(), nextId: 0, ready: false, busy: false, dead: false };
     worker.onmessage = ({ data }) => {
       const call = helper.calls.get(data.id);

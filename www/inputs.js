@@ -6,6 +6,7 @@
 // - slices of another volume with its labels become supports, listed here, kept in this browser (store.js) and
 //   sent with every run (the CLI's `--support IMAGE=MASK`).
 import * as store from './store.js';
+import { el } from './ui.js';
 
 const $ = (id) => document.getElementById(id);
 let ctx = null; // what app.js lends: see setup()
@@ -237,16 +238,14 @@ function thumbnail({ width, height, labels }, rgba) {
 function render() {
   const list = $('support-list');
   list.replaceChildren(...supports.map((s, i) => {
-    const li = document.createElement('li');
-    li.innerHTML = `<img alt=""><div><span class="name"></span><span class="classes-held hint"></span></div>
-      <button type="button" class="secondary small">Remove</button>`;
-    li.querySelector('img').src = s.thumbnail;
-    li.querySelector('.name').textContent = `${s.volume} · slice ${s.slice + 1}`;
-    li.querySelector('.classes-held').textContent = `${s.width}×${s.height} · ${s.classes.map((v) => s.classNames?.[v] ?? className(v)).join(', ')}`;
-    li.querySelector('button').addEventListener('click', () => remove(i));
-    return li;
+    const held = `${s.width}×${s.height} · ${s.classes.map((v) => s.classNames?.[v] ?? className(v)).join(', ')}`;
+    const button = el('button', { type: 'button', className: 'secondary small' }, 'Remove');
+    button.addEventListener('click', () => remove(i));
+    return el('li', {}, el('img', { alt: '', src: s.thumbnail }),
+      el('div', {}, el('span', { className: 'name' }, `${s.volume} · slice ${s.slice + 1}`), el('span', { className: 'classes-held hint' }, held)),
+      button);
   }));
-  if (!supports.length) list.innerHTML = '<li class="hint">No support from another volume.</li>';
+  if (!supports.length) list.replaceChildren(el('li', { className: 'hint' }, 'No support from another volume.'));
   ctx.onChange();
 }
 

@@ -2,7 +2,7 @@
 // with undo and redo per slice, clearing a slice, and turning a slice's result into a painted mask to correct.
 // The strokes themselves are drawn by viewer.js; what they paint lives in state.drawn.
 import { PALETTE, state } from './state.js';
-import { $, status } from './ui.js';
+import { $, el, status, swatch } from './ui.js';
 import { persist } from './persistence.js';
 
 let viewer = null;
@@ -60,22 +60,17 @@ export function paint(s, labels) {
 export function renderClasses() {
   const list = $('class-list');
   list.replaceChildren(...state.classes.map((c) => {
-    const li = document.createElement('li');
-    li.innerHTML = `<label class="pick"><input type="radio" name="active-class" value="${c.value}">
-      <span class="swatch" style="background:${c.color}"></span><span class="name"></span>
-      <span class="value">${c.value}</span></label>
-      <label class="visible" title="Show this class"><input type="checkbox"> show</label>`;
-    li.querySelector('.name').textContent = c.name;
-    const radio = li.querySelector('input[type=radio]');
-    radio.checked = c.value === state.activeClass;
+    const radio = el('input', { type: 'radio', name: 'active-class', value: String(c.value), checked: c.value === state.activeClass });
     radio.addEventListener('change', () => { state.activeClass = c.value; persist(); });
-    const visible = li.querySelector('input[type=checkbox]');
-    visible.checked = c.visible;
+    const visible = el('input', { type: 'checkbox', checked: c.visible });
     visible.addEventListener('change', () => { c.visible = visible.checked; viewer.draw(); });
-    return li;
+    return el('li', {},
+      el('label', { className: 'pick' }, radio, ' ', swatch(c.color), ' ', el('span', { className: 'name' }, c.name), ' ',
+        el('span', { className: 'value' }, String(c.value))),
+      ' ', el('label', { className: 'visible', title: 'Show this class' }, visible, ' show'));
   }));
   $('class-color').value = PALETTE[state.classes.length % PALETTE.length];
-  if (!state.classes.length) list.innerHTML = '<li class="hint">No class yet: add one below (or load the sample).</li>';
+  if (!state.classes.length) list.replaceChildren(el('li', { className: 'hint' }, 'No class yet: add one below (or load the sample).'));
 }
 
 function addClass(name, color) {

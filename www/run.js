@@ -10,7 +10,7 @@ import * as prompts from './prompts.js';
 import { persistResults } from './persistence.js';
 import * as resolution from './resolution.js';
 import { state } from './state.js';
-import { $, download, status } from './ui.js';
+import { $, download, el, status } from './ui.js';
 import { zip } from './zip.js';
 
 let call = null;
@@ -168,7 +168,8 @@ export function renderResults() {
   if (!report) return;
   const name = (v) => state.classes.find((c) => c.value === v)?.name ?? `class ${v}`;
   const truth = report.per_class.some((c) => c.dice !== null);
-  table.innerHTML = `<tr><th>Class</th><th>Voxels</th><th>Volume</th>${truth ? '<th>Dice</th>' : ''}</tr>` +
-    report.per_class.map((c) => `<tr><td class="left">${name(c.class)}</td><td>${c.voxels}</td><td>${c.volume_ml.toFixed(2)} mL</td>${
-      truth ? `<td>${c.dice === null ? '—' : c.dice.toFixed(3)}</td>` : ''}</tr>`).join('');
+  const row = (cell, values) => el('tr', {}, ...values.map((v, i) => el(cell, i === 0 && cell === 'td' ? { className: 'left' } : {}, v)));
+  const head = ['Class', 'Voxels', 'Volume', ...(truth ? ['Dice'] : [])];
+  table.replaceChildren(row('th', head), ...report.per_class.map((c) => row('td', [name(c.class), String(c.voxels),
+    `${c.volume_ml.toFixed(2)} mL`, ...(truth ? [c.dice === null ? '—' : c.dice.toFixed(3)] : [])])));
 }

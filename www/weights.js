@@ -27,10 +27,6 @@ let deps; // {call, overrides(), onModel(report), status(id, text, kind)}
 let source = null; // where the loaded model came from: {name, overrides, sha?, file?, blob?, server?}
 let downloading = null; // the AbortController of the download in progress
 
-/** The weights URL: the official one, or `?weights-url=` (the tests point it at a local fixture). */
-export function downloadUrl() {
-  return new URLSearchParams(location.search).get('weights-url') ?? OFFICIAL.url;
-}
 
 export async function sha256(bytes) {
   if (!crypto.subtle) throw new Error('this page is not a secure context (https or localhost), so it cannot hash the file');
@@ -129,7 +125,8 @@ function setDownloading(controller) {
 
 /** The download action: consent, streaming fetch, hash, load as SAM2.1-tiny (the verification), keep. */
 async function download() {
-  const url = downloadUrl();
+  // The official URL only: the page's security policy (scripts/csp.mjs) lets it reach that host and no other.
+  const url = OFFICIAL.url;
   if (!(await askConsent(url))) {
     return deps.status('weights-status', 'Download declined: nothing was requested.');
   }

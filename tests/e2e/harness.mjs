@@ -1,5 +1,6 @@
 // Shared set-up for the browser tests: Debian's Chromium, headless, with WebGPU through SwiftShader
 // (see ../shared/docs/browser-testing.md), and the same static server `./build.sh serve` uses.
+import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -40,10 +41,24 @@ export async function launch(flags) {
   };
 }
 
-/** Serves www/ on a free loopback port; `pkg` is where /pkg/ is served from. */
-export async function serve({ pkg = pkgDir } = {}) {
-  const server = await startServer({ port: 0, pkg });
-  return { url: `http://127.0.0.1:${server.address().port}/`, close: () => new Promise((r) => server.close(r)) };
+/**
+ * Serves www/ on a free loopback port; `pkg` is where /pkg/ is served from, `models` the models folder.
+ * Every journey runs under the page's Content-Security-Policy (scripts/csp.mjs): the browser reports any
+ * violation to the server, and `close()` fails when one was reported that the test did not take with
+ * `takeCspReports()` (the tests that provoke one on purpose).
+ */
+export async function serve({ pkg = pkgDir, models } = {}) {
+  const server = await startServer({ port: 0, pkg, models });
+  const reports = server.cspReports;
+  return {
+    url: `http://127.0.0.1:${server.address().port}/`,
+    takeCspReports: () => reports.splice(0),
+    async close() {
+      await new Promise((r) => server.close(r));
+      const seen = reports.map((r) => `${r['violated-directive']} blocked ${r['blocked-uri']} on ${r['document-uri']}`);
+      assert.deepEqual(seen, [], 'the page broke its own Content-Security-Policy');
+    },
+  };
 }
 
 /** Opens the page and waits until it is ready or shows an error; returns page, state and console errors. */

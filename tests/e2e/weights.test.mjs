@@ -1,6 +1,6 @@
 // Weights and resilience in the browser, driven as a user would: the official download (asked first in an
 // in-page dialog, streamed with progress, verified, kept in Cache Storage by its SHA-256) pointed with
-// ?weights-url= at a local route that serves the reduced fixture; a reload that loads the kept weights with no
+// the official URL, which a route answers with the reduced fixture (nothing leaves the machine); a reload that loads the kept weights with no
 // request; a full storage; the weights listed from the server's models/ folder; a too-big volume refused
 // before it is read; the worker made to panic (recovered: model, volume and painted masks back, a run works)
 // and made to panic twice (stopped, work kept). One browser, the CPU fallback, the reduced model.
@@ -11,9 +11,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { gzipSync } from 'node:zlib';
-import { startServer } from '../../scripts/serve.mjs';
 import {
-  NO_WEBGPU_FLAGS, WEBGPU_FLAGS, fixturesDir, launch, maxAbsDiff, openApp, pkgDir, readSafetensors, screenshot,
+  NO_WEBGPU_FLAGS, WEBGPU_FLAGS, fixturesDir, launch, maxAbsDiff, openApp, readSafetensors, screenshot, serve,
 } from './harness.mjs';
 
 const CHECKPOINT = join(fixturesDir, 'tiny21_reduced_256.pt');
@@ -21,8 +20,9 @@ const FIXTURE = readFileSync(CHECKPOINT);
 const FIXTURE_SHA = createHash('sha256').update(FIXTURE).digest('hex');
 const OVERRIDES = JSON.parse(readSafetensors(join(fixturesDir, 'tiny21_reduced_128.mid.video.safetensors')).metadata.memseg)
   .hydra_overrides_extra;
-// Not the official host: the route below answers it, so nothing ever leaves the machine.
-const WEIGHTS_URL = 'https://weights.memseg.test/sam2.1_hiera_tiny.pt';
+// The official URL, the only one the page's security policy lets it reach: the route below answers it with the
+// fixture, so nothing ever leaves the machine.
+const WEIGHTS_URL = 'https://dl.fbaipublicfiles.com/segment_anything_2/092824/sam2.1_hiera_tiny.pt';
 
 let server;
 let url;
@@ -38,8 +38,7 @@ before(async () => {
   modelsDir = mkdtempSync(join(tmpdir(), 'memseg-models-'));
   copyFileSync(CHECKPOINT, join(modelsDir, 'reduced-sam2.1.pt'));
   writeFileSync(join(modelsDir, 'notes.txt'), 'not weights: not listed');
-  const http = await startServer({ port: 0, pkg: pkgDir, models: modelsDir });
-  server = { url: `http://127.0.0.1:${http.address().port}/`, close: () => new Promise((r) => http.close(r)) };
+  server = await serve({ models: modelsDir });
   browser = await launch(NO_WEBGPU_FLAGS);
   await browser.context.route('**/*', (route) => {
     const target = route.request().url();
@@ -56,7 +55,7 @@ before(async () => {
     }
     return target.startsWith(server.url) ? route.continue() : route.abort();
   });
-  const query = new URLSearchParams([['weights-url', WEIGHTS_URL], ...OVERRIDES.map((o) => ['override', o])]);
+  const query = new URLSearchParams(OVERRIDES.map((o) => ['override', o]));
   url = `${server.url}?${query}`;
   ({ page, consoleErrors } = await openApp(browser.context, url));
   await page.setViewportSize({ width: 1400, height: 1100 });
