@@ -103,13 +103,14 @@ cmd_test() {
   need_chromium
   need_vulkan
   need_npm_packages
-  say "native tests (cargo test --release)"
-  cargo test --release --locked
+  # The `tests` profile: release code with the GPU compiler stack unoptimised (Cargo.toml says why).
+  say "native tests (cargo test --profile tests)"
+  cargo test --profile tests --locked
   say "native CLI for the browser tests"
-  cargo build --release --locked --bin memseg
+  cargo build --profile tests --locked --bin memseg
   build_wasm wasm-test target/wasm-test-pkg
   say "browser tests (headless Chromium, WebGPU through SwiftShader)"
-  MEMSEG_PKG=target/wasm-test-pkg MEMSEG_BIN=target/release/memseg \
+  MEMSEG_PKG=target/wasm-test-pkg MEMSEG_BIN=target/tests/memseg \
     node --test --test-concurrency=1 tests/e2e/
 }
 
