@@ -146,6 +146,21 @@ async function download() {
   await verifyAndKeep(bytes, url);
 }
 
+/**
+ * What loading the download checked, said exactly: the config it was checked against (SAM2.1-tiny, or that
+ * changed by the overrides in force), the tensors and parameters loaded (the loader refuses a missing tensor or
+ * a wrong shape), and that the hash is shown, not compared: memseg knows no checksum published for the file.
+ */
+export function checkedSummary(report, overrides, sha) {
+  const config = overrides.length
+    ? `the config in force (${OFFICIAL.generation}-tiny with ${overrides.length} override${overrides.length === 1 ? '' : 's'}, see Advanced)`
+    : `${OFFICIAL.generation}-tiny's config`;
+  const skipped = report.skipped_tensors ? `; ${report.skipped_tensors} tensors of modules memseg does not use were left aside` : '';
+  return `Checked: it loads as a ${report.generation} checkpoint into ${config}: ${report.loaded_tensors} tensors ` +
+    `(${(report.loaded_parameters / 1e6).toFixed(1)} M parameters), each name and shape as that config expects${skipped}. ` +
+    `SHA-256 ${sha}, for your records: memseg knows no published checksum to compare it with.`;
+}
+
 /** The downloaded bytes: hashed, loaded (the Rust loader checks every tensor's name and shape), then kept. */
 async function verifyAndKeep(bytes, url) {
   const overrides = deps.overrides();
@@ -159,7 +174,7 @@ async function verifyAndKeep(bytes, url) {
     }
     source = { name: OFFICIAL.name, overrides, sha, blob: copy };
     loaded(report, OFFICIAL.name);
-    deps.status('weights-status', `Verified: SHA-256 ${sha}; every tensor has ${OFFICIAL.generation}-tiny's name and shape.`, 'ok');
+    deps.status('weights-status', checkedSummary(report, overrides, sha), 'ok');
     await keepInBrowser(copy, { name: OFFICIAL.name, size: copy.size, sha256: sha, overrides, report, url });
   } catch (e) {
     deps.status('weights-status', `Verification failed, nothing was kept: the file from ${url} is not a usable ${OFFICIAL.generation}-tiny checkpoint (${e.message}).`, 'error');
