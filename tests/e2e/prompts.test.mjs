@@ -181,7 +181,13 @@ test('clicks and a box: SAM\'s mask at once, undo, the run conditioned as the CL
     await loadSample(page);
     assert.deepEqual(await page.evaluate(() => window.memsegApp.prompts()), withCorrection);
     assert.match(await page.textContent('#work-status'), /3 slices with clicks or a box/);
-    await loadModel(page);
+    // The weights kept in this browser load by themselves after the reload, and the clicks' feedback is asked
+    // for again: both settle before the click below, whose refusal they would otherwise overwrite.
+    await page.waitForFunction(() => /kept in this browser/.test(document.querySelector('#model-status').textContent), null, { timeout: 120_000 });
+    await page.waitForFunction(() => {
+      const s = window.memsegState;
+      return [...s.prompts.values()].filter((p) => !p.round).length <= s.feedback.size;
+    }, null, { timeout: 120_000 });
     await page.check('#tool-prompt');
     await page.mouse.click(...(await toClient(page, 33.5, 43.5)));
     await page.waitForSelector('#prompt-status.error');
