@@ -205,13 +205,11 @@ export class BankView {
     const cells = roles(view, current);
     const block = document.createElement('div');
     block.className = 'bank-class';
-    const head = document.createElement('div');
-    head.className = 'bank-head';
-    head.append(swatch(cls.color), el('span', { className: 'name', textContent: cls.name }), ' ',
-      el('span', { className: 'bank-count' }));
+    const count = el('span', { className: 'bank-count' });
+    const head = el('div', { className: 'bank-head' }, swatch(cls.color), el('span', { className: 'name' }, cls.name), ' ', count);
     const attended = view.spatial.length;
     const prompt = (slice) => this.prompted?.get(`${slice}:${cls.value}`);
-    head.querySelector('.bank-count').textContent = view.conditioning
+    count.textContent = view.conditioning
       ? (prompt(current) ? `${prompt(current).round ? 'corrected slice: the tracked mask as you corrected it' : 'clicked slice: SAM\'s mask from your prompt'} (${promptNote(prompt(current))})` : 'drawn slice: its mask is used as it is')
       : `${attended} memories and ${view.pointers.length} pointers attended · ${view.held.length} held`;
     const row = document.createElement('div');

@@ -3,7 +3,7 @@
 // report's (per-slice Dice of `report.per_class[].slices`, computed by the core): nothing is scored here.
 // Plain SVG, no library.
 
-import { swatch } from './ui.js';
+import { el as html, swatch } from './ui.js';
 
 const SVG = 'http://www.w3.org/2000/svg';
 const W = 360;
@@ -84,15 +84,10 @@ export function diceChart(root, series, slices) {
   });
   root.querySelector('.dice-svg').replaceChildren(svg);
   root.querySelector('.dice-legend').replaceChildren(...series.map((s) => {
-    const item = document.createElement('li');
-    const name = Object.assign(document.createElement('span'), { className: 'name', textContent: s.name });
     // A report written before `slice_dice_mean` existed (kept in this browser) has only the pooled Dice.
     const parts = [s.mean !== null && `mean ${s.mean.toFixed(3)}`, s.pooled !== null && `pooled ${s.pooled.toFixed(3)}`].filter(Boolean);
-    const mean = Object.assign(document.createElement('span'), {
-      className: 'mean', textContent: parts.length === 2 ? `${parts[0]} (${parts[1]})` : parts[0] || 'no Dice',
-    });
-    item.append(swatch(s.color), name, mean);
-    return item;
+    const mean = parts.length === 2 ? `${parts[0]} (${parts[1]})` : parts[0] || 'no Dice';
+    return html('li', {}, swatch(s.color), html('span', { className: 'name' }, s.name), html('span', { className: 'mean' }, mean));
   }));
 }
 

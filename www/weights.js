@@ -27,7 +27,6 @@ let deps; // {call, overrides(), onModel(report), status(id, text, kind)}
 let source = null; // where the loaded model came from: {name, overrides, sha?, file?, blob?, server?}
 let downloading = null; // the AbortController of the download in progress
 
-
 export async function sha256(bytes) {
   if (!crypto.subtle) throw new Error('this page is not a secure context (https or localhost), so it cannot hash the file');
   const digest = new Uint8Array(await crypto.subtle.digest('SHA-256', bytes));

@@ -53,14 +53,19 @@ export async function toClient(page, x, y) {
   return [box.x + (box.width - 96 * scale) / 2 + x * scale, box.y + (box.height - 96 * scale) / 2 + y * scale];
 }
 
-/** Paints the liver (class 1, the sample's first class, active by default) with a few mouse strokes. */
-export async function paintLiver(page) {
+/** Brush strokes across the liver of the sample's middle slice, in the active class. */
+export async function paintStrokes(page) {
   for (const y of [35, 39, 43, 47, 51]) {
     await page.mouse.move(...(await toClient(page, 24, y)));
     await page.mouse.down();
     for (const x of [30, 36, 42]) await page.mouse.move(...(await toClient(page, x, y)), { steps: 4 });
     await page.mouse.up();
   }
+}
+
+/** Paints the liver (class 1, the sample's first class, active by default) with a few mouse strokes. */
+export async function paintLiver(page) {
+  await paintStrokes(page);
   const masks = await page.evaluate(() => window.memsegApp.paintedMasks());
   assert.equal(masks.length, 1);
   assert.equal(masks[0].slice, PAINTED_SLICE);

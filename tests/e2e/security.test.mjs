@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { OFFICIAL_WEIGHTS_ORIGIN, policy } from '../../scripts/csp.mjs';
 import { NO_WEBGPU_FLAGS, repo, screenshot, serve } from './harness.mjs';
-import { loadModel, loadSample, openRecorded, runToEnd, toClient } from './journey.mjs';
+import { loadModel, loadSample, openRecorded, paintStrokes, runToEnd } from './journey.mjs';
 
 // Markup that would run if it reached the DOM as HTML: it sets a flag the tests look for.
 const MARKUP = '<img src=x onerror="window.__memsegInjected=1">';
@@ -88,12 +88,7 @@ test('the policy itself blocks other origins, HTML from strings and foreign work
     await page.fill('#class-name', MARKUP);
     await page.click('#add-class button[type=submit]');
     await page.waitForFunction((name) => document.querySelector('#class-list').textContent.includes(name), MARKUP);
-    for (const y of [35, 40, 45, 50]) {
-      await page.mouse.move(...(await toClient(page, 24, y)));
-      await page.mouse.down();
-      for (const x of [30, 36, 42]) await page.mouse.move(...(await toClient(page, x, y)), { steps: 4 });
-      await page.mouse.up();
-    }
+    await paintStrokes(page);
     await runToEnd(page);
     for (const where of ['#class-list', '#results-table', '#teaching']) {
       assert.ok((await page.textContent(where)).includes(MARKUP), `${where} shows the name as text`);
