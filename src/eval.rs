@@ -34,6 +34,8 @@ pub struct EvalRequest {
     pub memory: MemoryOptions,
     pub intensity: Option<String>,
     pub modality: Option<imaging::Modality>,
+    /// How the case images are read (the volume of 4-D NIfTI images, as in the Medical Segmentation Decathlon).
+    pub read: imaging::ReadOptions,
     pub overrides: Vec<String>,
 }
 
@@ -99,8 +101,8 @@ fn extent_of(extents: &[ClassExtent], class: u8) -> Option<&ClassExtent> {
     extents.iter().find(|e| e.class == class)
 }
 
-fn load_case(case: &Case, modality: Option<imaging::Modality>) -> Result<(Volume, Vec<Vec<u8>>), String> {
-    let mut image = load_inputs(&[case.image.clone()])?;
+fn load_case(case: &Case, req: &EvalRequest) -> Result<(Volume, Vec<Vec<u8>>), String> {
+    let (mut image, modality) = (load_inputs(&[case.image.clone()], req.read)?, req.modality);
     if let Some(m) = modality {
         image.modality = m;
     }
@@ -115,7 +117,7 @@ pub fn run(req: &EvalRequest, device: &burn::tensor::Device) -> Result<EvalRepor
         Some(name) => cases.iter().position(|c| &c.name == name).ok_or_else(|| format!("no case named {name} in {}", req.dataset.display()))?,
         None => 0,
     };
-    let (support_image, support_labels) = load_case(&cases[support_index], req.modality)?;
+    let (support_image, support_labels) = load_case(&cases[support_index], req)?;
     let mapping = intensity::choose(&support_image, req.intensity.as_deref())?;
     let classes = match &req.classes {
         Some(c) => c.clone(),
@@ -188,7 +190,7 @@ fn eval_case(
     mapping: &intensity::Intensity,
 ) -> Result<(CaseReport, Vec<Overlap>, intensity::IntensityInfo), String> {
     let started = Instant::now();
-    let (image, labels) = load_case(case, req.modality)?;
+    let (image, labels) = load_case(case, req)?;
     let extents = class_extents(&labels);
     let ranges: Vec<Option<[usize; 2]>> = classes.iter().map(|&c| extent_of(&extents, c).map(|e| [e.first, e.last])).collect();
     let Some(first) = ranges.iter().flatten().map(|r| r[0]).min() else {

@@ -15,10 +15,10 @@ use crate::session::Support;
 
 /// What `--frames` names: one path (a NIfTI file, a DICOM series folder, a folder of images, one image), or
 /// several image files / folders of images stacked in the order given.
-pub fn load_inputs(inputs: &[PathBuf]) -> Result<Volume, String> {
+pub fn load_inputs(inputs: &[PathBuf], options: imaging::ReadOptions) -> Result<Volume, String> {
     match inputs {
         [] => Err("no input given".into()),
-        [one] => imaging::read_path(one),
+        [one] => imaging::read_path_with(one, options),
         many => {
             let mut files = Vec::new();
             for path in many {
@@ -28,14 +28,14 @@ pub fn load_inputs(inputs: &[PathBuf]) -> Result<Volume, String> {
                     files.push(imaging::read_input_file(path)?);
                 }
             }
-            imaging::read_files(&files)
+            imaging::read_files_with(&files, options)
         }
     }
 }
 
 /// The query volume from the `--frames` inputs, with the `--modality` override.
-pub fn load_volume(inputs: &[PathBuf], modality: Option<imaging::Modality>) -> Result<Volume, String> {
-    let mut volume = load_inputs(inputs)?;
+pub fn load_volume(inputs: &[PathBuf], modality: Option<imaging::Modality>, options: imaging::ReadOptions) -> Result<Volume, String> {
+    let mut volume = load_inputs(inputs, options)?;
     if let Some(m) = modality {
         volume.modality = m;
     }
@@ -53,7 +53,7 @@ pub fn read_mask(path: &Path, width: usize, height: usize) -> Result<GrayImage, 
 /// A label volume (NIfTI, or a folder of label PNGs one per slice) on `like`'s grid, as u8 slices; the page's
 /// rule ([`labels::on_grid`]): a value that is not a whole number in 0..=255 is refused, not rounded.
 pub fn read_label_volume(path: &Path, like: &Volume) -> Result<Vec<Vec<u8>>, String> {
-    labels::on_grid(&load_inputs(&[path.to_path_buf()])?, like).map_err(|e| with_path(path, e))
+    labels::on_grid(&load_inputs(&[path.to_path_buf()], Default::default())?, like).map_err(|e| with_path(path, e))
 }
 
 /// Prefixes an error with the path, unless the reader already named the file.
@@ -67,7 +67,7 @@ fn with_path(path: &Path, error: String) -> String {
 pub fn read_supports(pairs: &[(PathBuf, PathBuf)], query: &intensity::Intensity) -> Result<Vec<Support>, String> {
     let mut supports = Vec::new();
     for (image_path, mask_path) in pairs {
-        let volume = load_inputs(std::slice::from_ref(image_path))?;
+        let volume = load_inputs(std::slice::from_ref(image_path), Default::default())?;
         if volume.depth != 1 {
             return Err(format!("{}: a support is one slice, this holds {}", image_path.display(), volume.depth));
         }

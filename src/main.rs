@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use memseg::backend::{self, Compute, Preference};
 use memseg::bench::{self, Timing};
 use memseg::eval::EvalRequest;
-use memseg::imaging::Modality;
+use memseg::imaging::{Modality, ReadOptions};
 use memseg::sam2::Sam2Config;
 use memseg::segment::{PromptFreeRequest, SegmentRequest, VolumeArgs};
 use memseg::session::slice_prompt::SlicePrompt;
@@ -179,6 +179,9 @@ struct ImagingArgs {
     /// The modality when the files do not say it (NIfTI, images): ct or mr.
     #[arg(long)]
     modality: Option<String>,
+    /// For a 4-D NIfTI file (several MR sequences, time points or directions): the volume to read, 0-based.
+    #[arg(long)]
+    volume: Option<usize>,
 }
 
 #[derive(Args)]
@@ -328,6 +331,7 @@ struct EncoderBench {
 fn volume_args(args: SegmentArgs) -> Result<VolumeArgs, String> {
     Ok(VolumeArgs {
         modality: parse_modality(&args.imaging.modality)?,
+        read: ReadOptions { volume: args.imaging.volume },
         intensity: args.imaging.intensity,
         weights: args.weights,
         frames: args.frames,
@@ -436,6 +440,7 @@ fn run(cli: Cli) -> Result<(), String> {
                 mode: parse_mode(&args.mode, "middle")?,
                 memory: args.memory.options(),
                 modality: parse_modality(&args.imaging.modality)?,
+                read: ReadOptions { volume: args.imaging.volume },
                 intensity: args.imaging.intensity,
                 weights: args.weights,
                 dataset: args.dataset,

@@ -40,6 +40,8 @@ pub struct VolumeArgs {
     pub intensity: Option<String>,
     /// Sets the modality when the file does not say (NIfTI, images): `ct` or `mr`.
     pub modality: Option<imaging::Modality>,
+    /// How the files are read (the volume of a 4-D NIfTI).
+    pub read: imaging::ReadOptions,
     /// A ground-truth label volume (NIfTI) or a folder of per-slice label PNGs, for Dice and IoU.
     pub truth: Option<PathBuf>,
     pub out: PathBuf,
@@ -104,7 +106,7 @@ fn run_job(job: Job, message: &str, started: Instant) -> Result<Finished, String
 pub fn run(req: &SegmentRequest, device: &burn::tensor::Device) -> Result<SegmentReport, String> {
     let started = Instant::now();
     let args = &req.volume;
-    let p = prepare(args, files::load_volume(&args.frames, args.modality)?)?;
+    let p = prepare(args, files::load_volume(&args.frames, args.modality, args.read)?)?;
     let (w, h) = (p.volume.width, p.volume.height);
     let drawn = req
         .masks
@@ -154,7 +156,7 @@ pub enum PromptFreeOutcome {
 pub fn run_prompt_free(req: &PromptFreeRequest, device: &burn::tensor::Device) -> Result<PromptFreeOutcome, String> {
     let started = Instant::now();
     let args = &req.volume;
-    let volume = match files::load_volume(&args.frames, args.modality) {
+    let volume = match files::load_volume(&args.frames, args.modality, args.read) {
         Ok(volume) => volume,
         Err(e) => return run_images(req, e, started, device).map(PromptFreeOutcome::Images),
     };

@@ -263,6 +263,7 @@ fn training_lowers_the_loss_and_beats_the_dice_floor_then_resumes() {
         frames: vec![dir.join("data/images/039.png")],
         intensity: None,
         modality: None,
+        read: Default::default(),
         truth: None,
         out: seg.clone(),
         overwrite: false,

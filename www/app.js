@@ -170,17 +170,25 @@ async function volumeLoaded(meta) {
 /** Files as the worker's loadVolume takes them (bytes transferred, not copied). */
 const readFiles = (files) => Promise.all(files.map(async (f) => ({ name: f.webkitRelativePath || f.name, bytes: await f.arrayBuffer() })));
 
+/** The volume of a 4-D NIfTI file the user picked (0-based), or null. */
+function chosenVolume() {
+  const text = $('nifti-volume').value.trim();
+  return text === '' ? null : Number(text);
+}
+
 async function loadVolume(fileList) {
   const files = [...fileList].filter((f) => !f.name.startsWith('.'));
   if (!files.length) return;
+  state.lastFiles = files; // read again when the user picks another volume of a 4-D file
   files.sort((a, b) => (a.webkitRelativePath || a.name).localeCompare(b.webkitRelativePath || b.name, undefined, { numeric: true }));
   const check = await checkVolumeFiles(files);
   if (check.error) return status('volume-status', `Not read: ${check.error}.`, 'error');
   status('volume-status', `Reading ${files.length} file${files.length > 1 ? 's' : ''} (${describeEstimate(check)})…`);
   try {
-    state.volumeSource = { files };
+    state.volumeSource = { files, volume: chosenVolume() };
     const entries = await readFiles(files);
-    await volumeLoaded(await call('loadVolume', { files: entries }, { transfer: entries.map((e) => e.bytes) }));
+    const volume = chosenVolume();
+    await volumeLoaded(await call('loadVolume', { files: entries, volume }, { transfer: entries.map((e) => e.bytes) }));
   } catch (e) {
     status('volume-status', `Could not read the images: ${e.message}`, 'error');
   }
@@ -339,6 +347,7 @@ function wire() {
   dropZone($('model-panel'), (files) => loadModel(files[0]));
   $('image-files').addEventListener('change', (e) => loadVolume(e.target.files));
   $('image-folder').addEventListener('change', (e) => loadVolume(e.target.files));
+  $('nifti-volume').addEventListener('change', () => state.lastFiles && loadVolume(state.lastFiles));
   dropZone($('image-panel'), loadVolume);
   $('load-sample').addEventListener('click', loadSample);
   $('forget-work').addEventListener('click', persistence.forgetWork);
@@ -383,7 +392,7 @@ async function reloadVolume() {
   const source = state.volumeSource;
   if (!source) return false;
   await persistence.saveWorkNow();
-  const meta = source.sample ? await call('loadSample') : await call('loadVolume', { files: await readFiles(source.files) });
+  const meta = source.sample ? await call('loadSample') : await call('loadVolume', { files: await readFiles(source.files), volume: source.volume });
   await volumeLoaded(meta);
   return true;
 }

@@ -58,7 +58,7 @@ async function head(file, n) {
   return out.subarray(0, got);
 }
 
-/** {width, height, slices, channels, bytesPerValue} from a NIfTI-1 header, or null when it is not one. */
+/** {width, height, slices, channels, volumes, bytesPerValue} from a NIfTI-1 header, or null (NIfTI-2 and anything else). */
 async function niftiShape(file) {
   const h = await head(file, 348);
   if (h.length < 348) return null;
@@ -69,9 +69,10 @@ async function niftiShape(file) {
   const rank = dim(0);
   if (rank < 1 || rank > 7) return null;
   const extent = (i) => (i <= rank ? Math.max(1, dim(i)) : 1);
-  let extra = 1; // time points and components are more values of each voxel
-  for (let i = 4; i <= rank; i++) extra *= extent(i);
-  return { width: extent(1), height: extent(2), slices: extent(3), channels: extra, bytesPerValue: Math.max(1, view.getInt16(72, little) / 8) };
+  let extra = 1; // components along the 5th+ axes are more values of each voxel (the reader refuses them)
+  for (let i = 5; i <= rank; i++) extra *= extent(i);
+  // Of a 4-D file, one volume is read; its bytes are all in the file.
+  return { width: extent(1), height: extent(2), slices: extent(3), channels: extra, volumes: extent(4), bytesPerValue: Math.max(1, view.getInt16(72, little) / 8) };
 }
 
 /** {width, height, channels} from a PNG's IHDR, or null. */
@@ -98,7 +99,7 @@ async function shapeOf(files) {
   const lower = files[0].name.toLowerCase();
   if (files.length === 1 && (lower.endsWith('.nii') || lower.endsWith('.nii.gz'))) {
     const shape = await niftiShape(files[0]);
-    return shape && { ...shape, raw: shape.width * shape.height * shape.slices * shape.channels * shape.bytesPerValue };
+    return shape && { ...shape, raw: shape.width * shape.height * shape.slices * shape.channels * shape.volumes * shape.bytesPerValue };
   }
   if (files.every((f) => f.name.toLowerCase().endsWith('.png'))) {
     const first = await pngShape(files[0]);

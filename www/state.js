@@ -16,7 +16,8 @@ export const state = {
   promptHistory: new Map(), // slice -> {undo: [prompts], redo: [prompts]}
   results: [], // slice -> Uint8Array label map from the last run (partial while it runs)
   workKey: null, // the current volume's key in the browser's store (store.js)
-  volumeSource: null, // {files} (File objects, read again) or {sample: true}: what the volume came from
+  volumeSource: null, // {files, volume} (File objects, read again; the 4-D volume) or {sample: true}: what the volume came from
+  lastFiles: null, // the files last given, read again when the 4-D volume is changed
   runLost: false, // a run was in flight when the worker crashed
 };
 window.memsegState = state;

@@ -116,11 +116,11 @@ const ops = {
     const stages = await encoder_stages(input);
     return { stages, ms: performance.now() - start };
   },
-  // [{name, bytes: ArrayBuffer}] -> the volume's metadata.
-  async loadVolume({ files }) {
+  // [{name, bytes: ArrayBuffer}], the volume of a 4-D NIfTI (0-based, or null) -> the volume's metadata.
+  async loadVolume({ files, volume = null }) {
     await ready;
     if (running) throw new Error('a segmentation is running: cancel it before loading another volume');
-    const meta = load_volume(files.map(({ name, bytes }) => ({ name, bytes: new Uint8Array(bytes) })));
+    const meta = load_volume(files.map(({ name, bytes }) => ({ name, bytes: new Uint8Array(bytes) })), volume ?? undefined);
     volumeSlices = meta.slices;
     encodeWhileIdle();
     return meta;

@@ -1,20 +1,24 @@
-//! A DICOM series (one file per slice) into a [`Volume`] placed in patient space.
+//! A DICOM series into a [`Volume`] placed in patient space: one file per slice, or multi-frame files (enhanced
+//! CT / MR with per-frame functional groups, legacy multi-frame ultrasound, secondary capture, cine), each frame
+//! a slice.
 //!
 //! Slices are ordered by their position along the slice normal (ImagePositionPatient projected on the cross
-//! product of the ImageOrientationPatient directions), falling back to InstanceNumber when positions are
-//! missing. Values go through the modality LUT (RescaleSlope / RescaleIntercept), which gives HU for CT. A set
-//! of files that is not one evenly spaced series is refused with the files at fault named, since a silently
-//! mis-stacked volume would give wrong 3-D segmentations.
+//! product of the ImageOrientationPatient directions; for enhanced files, each frame's Plane Position and Plane
+//! Orientation), falling back to InstanceNumber (frame order within a multi-frame file) when positions are
+//! missing. Grey values go through the modality LUT (RescaleSlope / RescaleIntercept, per frame for enhanced
+//! files), which gives HU for CT. A set of files that is not one evenly spaced series is refused with the files
+//! at fault named, since a silently mis-stacked volume would give wrong 3-D segmentations.
 //!
-//! Pixel data is decoded by `dicom-pixeldata`, built here with its pure-Rust codecs only (native, RLE, JPEG
-//! baseline / extended / lossless, deflate), so that it compiles to WebAssembly; JPEG 2000 and JPEG-LS are not
-//! supported.
+//! Pixel data is decompressed by `dicom-pixeldata` with pure-Rust codecs only, so that it compiles to
+//! WebAssembly: native, deflate, RLE, JPEG (baseline, extended, lossless; colour JPEGs through
+//! [`dicom_pixels::decode_jpeg_colour`]) and JPEG 2000 (`openjp2`). [`dicom_pixels`] turns the bytes into values.
+//! JPEG-LS, JPEG XL and video syntaxes are refused by name, with the command that converts them.
 
-use super::{InputFile, Modality, SourceKind, Volume, checked_len, file_stem};
+use super::{InputFile, Modality, SourceKind, Volume, checked_len, dicom_pixels, file_stem};
 use dicom_dictionary_std::tags;
 use dicom_object::file::ReadPreamble;
-use dicom_object::{DefaultDicomObject, OpenFileOptions};
-use dicom_pixeldata::{ConvertOptions, ModalityLutOption, PhotometricInterpretation, PixelDecoder, PixelRepresentation, VoiLutOption};
+use dicom_object::{DefaultDicomObject, InMemDicomObject, OpenFileOptions};
+use dicom_pixeldata::PixelDecoder;
 
 /// Two slice positions closer than this (mm) are the same position.
 const SAME_POSITION_MM: f64 = 1.0e-3;
@@ -49,13 +53,17 @@ fn describe(error: &dyn std::error::Error) -> String {
     text
 }
 
-/// (columns, rows, samples per pixel, bits allocated) of a slice.
+/// (columns, rows, channels, bit depth) of a slice.
 type Shape = (usize, usize, usize, u8);
 
-/// What one file contributes: its header fields that matter for stacking, and its pixels.
+/// What one frame contributes (a file holds one, or many in a multi-frame file): its header fields that
+/// matter for stacking, and its values.
 #[derive(Debug)]
 struct Slice {
+    /// The file, and the frame in a multi-frame file, for messages.
     name: String,
+    /// The slice's name in the volume: the file's stem, with the frame number for multi-frame files.
+    label: String,
     series: String,
     modality: Modality,
     /// Must match across the series.
@@ -72,24 +80,24 @@ struct Slice {
     pixels: Vec<f32>,
 }
 
-fn text(obj: &DefaultDicomObject, tag: dicom_core::Tag) -> Option<String> {
+fn text(obj: &InMemDicomObject, tag: dicom_core::Tag) -> Option<String> {
     let element = obj.element_opt(tag).ok().flatten()?;
     let value = element.to_str().ok()?.trim().trim_end_matches('\0').to_string();
     (!value.is_empty()).then_some(value)
 }
 
 /// The first `N` numbers of a multi-valued numeric element, when all are finite.
-fn numbers<const N: usize>(obj: &DefaultDicomObject, tag: dicom_core::Tag) -> Option<[f64; N]> {
+fn numbers<const N: usize>(obj: &InMemDicomObject, tag: dicom_core::Tag) -> Option<[f64; N]> {
     let values = obj.element_opt(tag).ok().flatten()?.to_multi_float64().ok()?;
     let array: [f64; N] = values.get(..N)?.try_into().ok()?;
     array.iter().all(|v| v.is_finite()).then_some(array)
 }
 
-fn integer(obj: &DefaultDicomObject, tag: dicom_core::Tag) -> Option<i64> {
+fn integer(obj: &InMemDicomObject, tag: dicom_core::Tag) -> Option<i64> {
     obj.element_opt(tag).ok().flatten()?.to_int::<i64>().ok()
 }
 
-fn modality_of(obj: &DefaultDicomObject) -> Modality {
+fn modality_of(obj: &InMemDicomObject) -> Modality {
     match text(obj, tags::MODALITY).as_deref() {
         Some("CT") => Modality::Ct,
         Some("MR") => Modality::Mr,
@@ -97,8 +105,42 @@ fn modality_of(obj: &DefaultDicomObject) -> Modality {
     }
 }
 
-/// Parses one file: header fields, then the decoded pixels.
-fn parse_slice(file: &InputFile) -> Result<Slice, String> {
+/// Transfer syntaxes no decoder built into memseg reads, with what to do about them.
+fn refused_syntax(syntax: &str) -> Option<&'static str> {
+    match syntax {
+        // JPEG-LS lossless and near-lossless (PS3.5 A.4.3): the only decoder for Rust is CharLS, C++ that does
+        // not build for the browser.
+        "1.2.840.10008.1.2.4.80" | "1.2.840.10008.1.2.4.81" => {
+            Some("JPEG-LS, which memseg cannot decode (its only codec, CharLS, does not build for the browser); convert the files to an uncompressed or JPEG 2000 syntax first, e.g. `gdcmconv --raw in.dcm out.dcm` or `dcmdjpls in.dcm out.dcm`")
+        }
+        // JPEG XL (PS3.5 A.4.11).
+        "1.2.840.10008.1.2.4.110" | "1.2.840.10008.1.2.4.111" | "1.2.840.10008.1.2.4.112" => {
+            Some("JPEG XL, which memseg cannot decode; convert the files to an uncompressed or JPEG 2000 syntax first, e.g. `gdcmconv --raw in.dcm out.dcm`")
+        }
+        // MPEG-2, MPEG-4 AVC/H.264 and HEVC/H.265 video (PS3.5 A.4.5 to A.4.7, A.4.10).
+        s if s.starts_with("1.2.840.10008.1.2.4.10") => {
+            Some("video (MPEG-2, H.264 or HEVC), which memseg does not decode; convert the frames to an uncompressed syntax first, e.g. with `ffmpeg` to images, or `gdcmconv --raw`")
+        }
+        _ => None,
+    }
+}
+
+/// A sequence of the functional groups (PS3.3 C.7.6.16) that applies to `frame`: the frame's own item in the
+/// per-frame groups, else the shared one.
+fn frame_group(obj: &InMemDicomObject, frame: usize, sequence: dicom_core::Tag) -> Option<&InMemDicomObject> {
+    let item = |groups, index: usize| obj.element_opt(groups).ok().flatten()?.items()?.get(index)?.element_opt(sequence).ok().flatten()?.items()?.first();
+    item(tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE, frame).or_else(|| item(tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE, 0))
+}
+
+/// A frame's attribute from its functional group `sequence` (enhanced multi-frame files), else from the top of
+/// the dataset (single-frame and legacy multi-frame files).
+fn frame_attribute<T>(obj: &InMemDicomObject, frame: usize, sequence: dicom_core::Tag, read: impl Fn(&InMemDicomObject) -> Option<T>) -> Option<T> {
+    frame_group(obj, frame, sequence).and_then(&read).or_else(|| read(obj))
+}
+
+/// Parses one file: its header, then every frame's values and geometry. `others` is how many slices the rest
+/// of the series holds (at least), for the size check.
+fn parse_file(file: &InputFile, others: usize) -> Result<Vec<Slice>, String> {
     let name = &file.name;
     let start = meta_offset(&file.bytes).ok_or_else(|| format!("{name}: not a DICOM file (no DICM marker)"))?;
     let obj = OpenFileOptions::new()
@@ -108,60 +150,75 @@ fn parse_slice(file: &InputFile) -> Result<Slice, String> {
     if obj.element_opt(tags::PIXEL_DATA).ok().flatten().is_none() {
         return Err(format!("{name}: no pixel data (not an image)"));
     }
-    let frames = integer(&obj, tags::NUMBER_OF_FRAMES).unwrap_or(1);
-    if frames != 1 {
-        return Err(format!("{name}: {frames} frames in one file (multi-frame DICOM is not supported)"));
+    let syntax = obj.meta().transfer_syntax().trim_end_matches('\0').to_string();
+    if let Some(why) = refused_syntax(&syntax) {
+        return Err(format!("{name}: compressed as {why}"));
     }
-    let modality = modality_of(&obj);
-    let (shape, pixels) = decode_pixels(&obj, name, modality)?;
-    let step = numbers::<1>(&obj, tags::SPACING_BETWEEN_SLICES).or_else(|| numbers::<1>(&obj, tags::SLICE_THICKNESS));
+    let frames = integer(&obj, tags::NUMBER_OF_FRAMES).unwrap_or(1);
+    let frames = usize::try_from(frames).ok().filter(|&n| n >= 1).ok_or_else(|| format!("{name}: NumberOfFrames is {frames}"))?;
+    let layout = dicom_pixels::layout(&obj, name, &syntax)?;
+    // The whole volume's size is checked before anything is decoded.
+    checked_len(name, layout.columns, layout.rows, frames + others, layout.channels())?;
+    let bytes = decode_frames(&obj, &syntax, frames, name)?;
+    let frame_len = layout.frame_bytes();
+    if bytes.len() < frame_len * frames {
+        return Err(format!("{name}: {} bytes of pixel data where {frames} frame(s) of {frame_len} bytes are declared", bytes.len()));
+    }
+    (0..frames).map(|f| frame_slice(&obj, file, f, frames, &layout, &bytes[f * frame_len..(f + 1) * frame_len])).collect()
+}
+
+/// Every frame's decompressed bytes, one after the other.
+fn decode_frames(obj: &DefaultDicomObject, syntax: &str, frames: usize, name: &str) -> Result<Vec<u8>, String> {
+    let photometric = text(obj, tags::PHOTOMETRIC_INTERPRETATION).unwrap_or_default();
+    if let Some(decoded) = dicom_pixels::decode_jpeg_colour(obj, syntax, &photometric, frames, name) {
+        return decoded;
+    }
+    let decoded = obj.decode_pixel_data().map_err(|e| format!("{name}: cannot decode the pixel data: {}", describe(&e)))?;
+    Ok(decoded.into_data())
+}
+
+/// One frame of a file as a slice: its values through [`dicom_pixels`], its geometry from the frame's
+/// functional groups or the file's header.
+fn frame_slice(obj: &InMemDicomObject, file: &InputFile, f: usize, frames: usize, layout: &dicom_pixels::Layout, bytes: &[u8]) -> Result<Slice, String> {
+    let multi = frames > 1;
+    let name = if multi { format!("{} (frame {} of {frames})", file.name, f + 1) } else { file.name.clone() };
+    let rescale = frame_attribute(obj, f, tags::PIXEL_VALUE_TRANSFORMATION_SEQUENCE, |o| Some((numbers::<1>(o, tags::RESCALE_SLOPE)?[0], numbers::<1>(o, tags::RESCALE_INTERCEPT)?[0])))
+        .unwrap_or((1.0, 0.0));
+    let modality = modality_of(obj);
+    let mut pixels = dicom_pixels::frame_values(bytes, layout, rescale, &name)?;
+    invert_monochrome1(&mut pixels, layout, rescale, modality);
+    // A legacy multi-frame file (cine, ultrasound) has one position for all its frames: only the first keeps
+    // it, and the frames stay in their stored order.
+    let position = frame_group(obj, f, tags::PLANE_POSITION_SEQUENCE)
+        .and_then(|g| numbers(g, tags::IMAGE_POSITION_PATIENT))
+        .or_else(|| if multi && f > 0 { None } else { numbers(obj, tags::IMAGE_POSITION_PATIENT) });
+    let measures = tags::PIXEL_MEASURES_SEQUENCE;
+    let step = frame_attribute(obj, f, measures, |o| numbers::<1>(o, tags::SPACING_BETWEEN_SLICES).or_else(|| numbers::<1>(o, tags::SLICE_THICKNESS)));
+    let stem = file_stem(&file.name);
     Ok(Slice {
-        name: name.clone(),
-        series: text(&obj, tags::SERIES_INSTANCE_UID).unwrap_or_default(),
+        label: if multi { format!("{stem}_frame{:04}", f + 1) } else { stem },
+        series: text(obj, tags::SERIES_INSTANCE_UID).unwrap_or_default(),
         modality,
-        shape,
-        orientation: numbers(&obj, tags::IMAGE_ORIENTATION_PATIENT),
-        position: numbers(&obj, tags::IMAGE_POSITION_PATIENT),
-        instance: integer(&obj, tags::INSTANCE_NUMBER),
-        pixel_spacing: numbers(&obj, tags::PIXEL_SPACING).filter(|s| s.iter().all(|&v| v > 0.0)),
+        shape: (layout.columns, layout.rows, layout.channels(), layout.bit_depth()),
+        orientation: frame_attribute(obj, f, tags::PLANE_ORIENTATION_SEQUENCE, |o| numbers(o, tags::IMAGE_ORIENTATION_PATIENT)),
+        position,
+        instance: if multi { Some(f as i64) } else { integer(obj, tags::INSTANCE_NUMBER) },
+        pixel_spacing: frame_attribute(obj, f, measures, |o| numbers(o, tags::PIXEL_SPACING)).filter(|s| s.iter().all(|&v| v > 0.0)),
         thickness: step.map(|[t]| t.abs()).filter(|&t| t > 0.0),
         pixels,
+        name,
     })
 }
 
-/// Decodes the pixels to modality values (HU for CT), grey or RGB, with MONOCHROME1 turned into
-/// bright-is-high. Returns (shape, values).
-fn decode_pixels(obj: &DefaultDicomObject, name: &str, modality: Modality) -> Result<(Shape, Vec<f32>), String> {
-    let size = |tag| integer(obj, tag).and_then(|v| usize::try_from(v).ok()).unwrap_or(0);
-    let (cols, rows, samples) = (size(tags::COLUMNS), size(tags::ROWS), size(tags::SAMPLES_PER_PIXEL));
-    checked_len(name, cols, rows, 1, samples)?;
-    let decoded = obj.decode_pixel_data().map_err(|e| format!("{name}: cannot decode the pixel data: {}", describe(&e)))?;
-    let (allocated, stored) = (decoded.bits_allocated(), decoded.bits_stored());
-    if !(allocated == 8 || allocated == 16) || stored == 0 || stored > allocated {
-        return Err(format!("{name}: {stored} bits stored in {allocated} allocated (8- or 16-bit pixels only)"));
+/// MONOCHROME1 shows low values white. Inverting within the stored range makes bright mean high like
+/// everywhere else, except for CT, whose HU are physical values that the windows are defined on.
+fn invert_monochrome1(values: &mut [f32], layout: &dicom_pixels::Layout, (slope, intercept): (f64, f64), modality: Modality) {
+    if layout.colour != (dicom_pixels::Colour::Grey { inverted: true }) || modality == Modality::Ct {
+        return;
     }
-    let photometric = decoded.photometric_interpretation().clone();
-    let colour_ok = samples == 3 && photometric == PhotometricInterpretation::Rgb;
-    if !(colour_ok || (samples == 1 && photometric.is_monochrome())) {
-        return Err(format!("{name}: photometric interpretation {photometric} with {samples} samples is not supported"));
-    }
-    let options = ConvertOptions::new().with_modality_lut(ModalityLutOption::Default).with_voi_lut(VoiLutOption::Identity);
-    let mut values: Vec<f32> =
-        decoded.to_vec_frame_with_options(0, &options).map_err(|e| format!("{name}: cannot convert the pixel data: {}", describe(&e)))?;
-    if values.len() != cols * rows * samples {
-        return Err(format!("{name}: {} pixel values where {cols}×{rows}×{samples} are declared", values.len()));
-    }
-    // MONOCHROME1 shows low values white. Inverting within the stored range makes bright mean high like
-    // everywhere else, except for CT, whose HU are physical values that the windows are defined on.
-    if photometric == PhotometricInterpretation::Monochrome1 && modality != Modality::Ct {
-        let signed = decoded.pixel_representation() == PixelRepresentation::Signed;
-        let (min, max) = if signed { (-(1i64 << (stored - 1)), (1i64 << (stored - 1)) - 1) } else { (0, (1i64 << stored) - 1) };
-        let rescale = decoded.rescale().ok().and_then(|r| r.first().copied());
-        let apply = |v: i64| rescale.map_or(v as f64, |r| v as f64 * r.slope + r.intercept);
-        let sum = (apply(min) + apply(max)) as f32;
-        values.iter_mut().for_each(|v| *v = sum - *v);
-    }
-    Ok(((cols, rows, samples, allocated as u8), values))
+    let (min, max) = dicom_pixels::stored_range(layout.stored, layout.signed);
+    let sum = ((min + max) as f64 * slope + 2.0 * intercept) as f32;
+    values.iter_mut().for_each(|v| *v = sum - *v);
 }
 
 /// Refuses files that do not belong with the first one: another series, size, or plane.
@@ -266,12 +323,10 @@ pub fn read_dicom_series(files: &[InputFile]) -> Result<Volume, String> {
     let first = files.first().ok_or("no DICOM files given")?;
     checked_len(&first.name, 1, 1, files.len(), 1)?;
     let mut slices = Vec::with_capacity(files.len());
-    for file in files {
-        let slice = parse_slice(file)?;
-        // The whole volume's size, checked as soon as one slice's is known, before the rest is decoded.
-        let (cols, rows, samples, _) = slice.shape;
-        checked_len(&file.name, cols, rows, files.len(), samples)?;
-        slices.push(slice);
+    for (i, file) in files.iter().enumerate() {
+        // The whole volume's size is checked as soon as one file's is known, before the rest is decoded.
+        let others = slices.len() + files.len() - 1 - i;
+        slices.extend(parse_file(file, others)?);
     }
     check_one_series(&slices)?;
     let orientation = slices[0].orientation;
@@ -289,9 +344,9 @@ pub fn read_dicom_series(files: &[InputFile]) -> Result<Volume, String> {
     let [row_mm, col_mm] = head.pixel_spacing.unwrap_or([1.0, 1.0]);
     let spacing = [col_mm, row_mm, step.or(head.thickness).unwrap_or(1.0)];
     let origin = head.position.unwrap_or_default();
-    let (modality, names) = (head.modality, slices.iter().map(|s| file_stem(&s.name)).collect());
+    let (modality, depth, names) = (head.modality, slices.len(), slices.iter().map(|s| s.label.clone()).collect());
     let data = slices.into_iter().flat_map(|s| s.pixels).collect();
-    let mut volume = Volume::new(&first.name, SourceKind::Dicom, [cols, rows, files.len(), samples], data)?;
+    let mut volume = Volume::new(&first.name, SourceKind::Dicom, [cols, rows, depth, samples], data)?;
     volume.spacing = spacing;
     volume.affine = affine(orientation, normal, origin, spacing);
     (volume.modality, volume.bit_depth, volume.slice_names) = (modality, bits, names);

@@ -14,6 +14,7 @@
 //! - [`phantom`]: a synthetic CT volume with labelled structures (the browser's sample volume).
 
 pub mod dicom;
+mod dicom_pixels;
 pub mod intensity;
 pub mod labels;
 pub mod nifti;
@@ -176,9 +177,21 @@ pub fn detect(bytes: &[u8]) -> Option<SourceKind> {
     }
 }
 
+/// What the user chose about how their files are read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReadOptions {
+    /// Which volume (0-based) of a 4-D NIfTI file to read; without it a 4-D file is refused with its count.
+    pub volume: Option<usize>,
+}
+
 /// Reads what the user gave: one NIfTI file, a DICOM series, or a stack of PNG / JPEG / TIFF slices (in the
 /// order given). Mixing kinds is an error naming the first file that differs.
 pub fn read_files(files: &[InputFile]) -> Result<Volume, String> {
+    read_files_with(files, ReadOptions::default())
+}
+
+/// [`read_files`] with the user's [`ReadOptions`].
+pub fn read_files_with(files: &[InputFile], options: ReadOptions) -> Result<Volume, String> {
     let first = files.first().ok_or("no input files")?;
     let kind = detect(&first.bytes)
         .ok_or_else(|| format!("{}: not a DICOM, NIfTI, PNG, JPEG or TIFF file", first.name))?;
@@ -188,7 +201,7 @@ pub fn read_files(files: &[InputFile]) -> Result<Volume, String> {
     match kind {
         SourceKind::Dicom => dicom::read_dicom_series(files),
         SourceKind::Raster => raster::read_raster_stack(files),
-        SourceKind::Nifti if files.len() == 1 => nifti::read_nifti(&first.bytes, &first.name),
+        SourceKind::Nifti if files.len() == 1 => nifti::read_nifti_volume(&first.bytes, &first.name, options.volume),
         SourceKind::Nifti => Err(format!("{} NIfTI files given: give one volume at a time", files.len())),
     }
 }
@@ -221,8 +234,14 @@ pub fn read_input_file(path: &std::path::Path) -> Result<InputFile, String> {
 /// a file is read by its content.
 #[cfg(not(target_family = "wasm"))]
 pub fn read_path(path: &std::path::Path) -> Result<Volume, String> {
+    read_path_with(path, ReadOptions::default())
+}
+
+/// [`read_path`] with the user's [`ReadOptions`].
+#[cfg(not(target_family = "wasm"))]
+pub fn read_path_with(path: &std::path::Path, options: ReadOptions) -> Result<Volume, String> {
     if !path.is_dir() {
-        return read_files(&[read_input_file(path)?]);
+        return read_files_with(&[read_input_file(path)?], options);
     }
     let files = read_dir_files(path)?;
     if files.iter().any(|f| dicom::has_dicom_marker(&f.bytes)) {

@@ -1,6 +1,8 @@
-//! NIfTI-1 volumes (`.nii`, `.nii.gz`) from bytes, and the writer for label volumes.
+//! NIfTI volumes (`.nii`, `.nii.gz`; NIfTI-1 and NIfTI-2; 3-D, or one chosen volume of a 4-D file) from bytes,
+//! and the writer for label volumes.
 //!
-//! The header is parsed by the `nifti` crate (which detects the byte order); the sizes it declares are then
+//! A NIfTI-1 header is parsed by the `nifti` crate (which detects the byte order), a NIfTI-2 one here into the
+//! same form; the sizes it declares are then
 //! checked against the limits and against the bytes actually present before any voxel is converted, and the
 //! gzip stream is only inflated as far as the header says the data goes. Voxel (i, j, k) becomes column
 //! i, row j of slice k, so the volume keeps NIfTI's own memory order.
@@ -17,12 +19,15 @@ use std::io::{Read, Write};
 const HEADER_SIZE: usize = 348;
 const DATA_OFFSET: usize = 352;
 const MAGIC_SINGLE_FILE: &[u8; 4] = b"n+1\0";
+/// NIfTI-2 header size and single-file magic; its data starts after the header and 4 extension-flag bytes.
+const HEADER2_SIZE: usize = 540;
+const MAGIC2_SINGLE_FILE: &[u8; 8] = b"n+2\0\r\n\x1a\n";
 
-/// Whether `bytes` start like a NIfTI-1 header (size 348 in either byte order) or like any gzip stream
+/// Whether `bytes` start like a NIfTI-1 or -2 header (size 348 or 540 in either byte order) or like any gzip stream
 /// (`.nii.gz`); the reader says what is wrong if it then holds no readable `.nii`.
 pub fn looks_like_nifti(bytes: &[u8]) -> bool {
     let size = bytes.get(..4).map(|b| [b[0], b[1], b[2], b[3]]);
-    let sized = size.is_some_and(|b| i32::from_le_bytes(b) == 348 || i32::from_be_bytes(b) == 348);
+    let sized = size.is_some_and(|b| [348, 540].iter().any(|&n| i32::from_le_bytes(b) == n || i32::from_be_bytes(b) == n));
     sized || bytes.starts_with(&[0x1f, 0x8b])
 }
 
@@ -32,8 +37,11 @@ struct Layout {
     datatype: i16,
     channels: usize,
     offset: usize,
-    /// Bytes of voxel data.
+    /// Bytes of voxel data (of the one volume read).
     len: usize,
+    /// Volumes along the 4th axis, and the one read.
+    volumes: usize,
+    index: usize,
 }
 
 /// (bytes per voxel, channels, bits of the source) of the datatypes read here.
@@ -49,15 +57,15 @@ fn datatype_size(code: i16) -> Option<(usize, usize, u8)> {
     })
 }
 
-/// Parses and checks the 348-byte header.
+/// Parses and checks the header: NIfTI-1 (348 bytes) through the `nifti` crate, NIfTI-2 (540 bytes) here.
 fn parse_header(bytes: &[u8], name: &str) -> Result<NiftiHeader, String> {
     let size = bytes.get(..4).map(|b| [b[0], b[1], b[2], b[3]]).ok_or_else(|| format!("{name}: too short for a NIfTI header"))?;
     let sizes = [i32::from_le_bytes(size), i32::from_be_bytes(size)];
-    if sizes.contains(&540) {
-        return Err(format!("{name}: NIfTI-2 is not supported (save as NIfTI-1)"));
+    if sizes.contains(&(HEADER2_SIZE as i32)) {
+        return parse_nifti2(bytes, name, sizes[1] == HEADER2_SIZE as i32);
     }
     if !sizes.contains(&(HEADER_SIZE as i32)) {
-        return Err(format!("{name}: not a NIfTI-1 file (header size {} instead of 348)", sizes[0]));
+        return Err(format!("{name}: not a NIfTI file (header size {} instead of 348 or 540)", sizes[0]));
     }
     let header = NiftiHeader::from_reader(bytes).map_err(|e| format!("{name}: broken NIfTI header: {e}"))?;
     if &header.magic != MAGIC_SINGLE_FILE {
@@ -66,36 +74,97 @@ fn parse_header(bytes: &[u8], name: &str) -> Result<NiftiHeader, String> {
     Ok(header)
 }
 
-/// The data layout the header promises, refused when it is outside what this reader supports.
-fn layout(header: &NiftiHeader, name: &str) -> Result<Layout, String> {
-    let dim = header.dim().map_err(|e| format!("{name}: bad dimensions {:?}: {e}", header.dim))?;
-    if let Some(extra) = dim.iter().skip(3).find(|&&n| n != 1) {
-        return Err(format!("{name}: a {}-D volume with {extra} values along a 4th+ axis (only 3-D volumes are supported)", dim.len()));
+/// A NIfTI-2 header (the NIfTI-1 fields widened to 64 bits, at other offsets) in the NIfTI-1 form the rest
+/// of this reader works on. The `nifti` crate reads NIfTI-1 only. Dimensions are narrowed to NIfTI-1's
+/// 16 bits (anything larger is far beyond the limits anyway) and geometry to f32 (1e-7 relative).
+fn parse_nifti2(bytes: &[u8], name: &str, big: bool) -> Result<NiftiHeader, String> {
+    let h = bytes.get(..HEADER2_SIZE).ok_or_else(|| format!("{name}: too short for a NIfTI-2 header"))?;
+    if &h[4..12] != MAGIC2_SINGLE_FILE {
+        return Err(format!("{name}: a NIfTI-2 .hdr/.img pair is not supported (save as a single .nii or .nii.gz)"));
     }
+    let word = |at: usize| -> [u8; 8] { h[at..at + 8].try_into().unwrap_or_default() };
+    let int = |at| if big { i64::from_be_bytes(word(at)) } else { i64::from_le_bytes(word(at)) };
+    let float = |at| if big { f64::from_be_bytes(word(at)) } else { f64::from_le_bytes(word(at)) };
+    let half = |at: usize| { let b = [h[at], h[at + 1]]; if big { i16::from_be_bytes(b) } else { i16::from_le_bytes(b) } };
+    let quad = |at: usize| { let b = [h[at], h[at + 1], h[at + 2], h[at + 3]]; if big { i32::from_be_bytes(b) } else { i32::from_le_bytes(b) } };
+    let mut dim = [0u16; 8];
+    for (i, d) in dim.iter_mut().enumerate() {
+        let value = int(16 + 8 * i);
+        *d = u16::try_from(value).map_err(|_| format!("{name}: NIfTI-2 dimension {i} is {value}"))?;
+    }
+    let narrow = |at: usize| float(at) as f32;
+    let code = |at: usize| i16::try_from(quad(at)).unwrap_or(0);
+    let row = |at: usize| [narrow(at), narrow(at + 8), narrow(at + 16), narrow(at + 24)];
+    let vox_offset = int(168);
+    Ok(NiftiHeader {
+        sizeof_hdr: HEADER2_SIZE as i32,
+        dim,
+        datatype: half(12),
+        bitpix: half(14),
+        pixdim: std::array::from_fn(|i| narrow(104 + 8 * i)),
+        // Out-of-range offsets become a value `layout` refuses.
+        vox_offset: if (0..1 << 30).contains(&vox_offset) { vox_offset as f32 } else { -1.0 },
+        scl_slope: narrow(176),
+        scl_inter: narrow(184),
+        qform_code: code(344),
+        sform_code: code(348),
+        quatern_b: narrow(352),
+        quatern_c: narrow(360),
+        quatern_d: narrow(368),
+        quatern_x: narrow(376),
+        quatern_y: narrow(384),
+        quatern_z: narrow(392),
+        srow_x: row(400),
+        srow_y: row(432),
+        srow_z: row(464),
+        magic: *MAGIC_SINGLE_FILE,
+        endianness: if big { Endianness::Big } else { Endianness::Little },
+        ..NiftiHeader::default()
+    })
+}
+
+/// The data layout the header promises, refused when it is outside what this reader supports. `volume`
+/// picks one 3-D volume of a 4-D file (MR sequences, time points, diffusion directions).
+fn layout(header: &NiftiHeader, name: &str, volume: Option<usize>) -> Result<Layout, String> {
+    let dim = header.dim().map_err(|e| format!("{name}: bad dimensions {:?}: {e}", header.dim))?;
     let axis = |a: usize| dim.get(a).map_or(1, |&n| n as usize);
-    let dims = [axis(0), axis(1), axis(2)];
+    if let Some(extra) = dim.iter().skip(4).find(|&&n| n != 1) {
+        return Err(format!("{name}: a {}-D volume with {extra} values along a 5th+ axis (3-D volumes, or one volume of a 4-D file, only)", dim.len()));
+    }
+    let (dims, volumes) = ([axis(0), axis(1), axis(2)], axis(3));
     let (size, channels, _) = datatype_size(header.datatype)
         .ok_or_else(|| format!("{name}: NIfTI datatype {} is not supported (u8, i8, i16, u16, i32, u32, f32, f64, rgb24)", header.datatype))?;
     if i32::from(header.bitpix) != (size * 8) as i32 {
         return Err(format!("{name}: bitpix {} does not match datatype {}", header.bitpix, header.datatype));
     }
     let values = checked_len(name, dims[0], dims[1], dims[2], channels)?;
+    let index = match volume {
+        Some(v) if v < volumes => v,
+        Some(v) => return Err(format!("{name}: volume {v} asked for, but the file holds {volumes} (0 to {})", volumes - 1)),
+        None if volumes == 1 => 0,
+        None => {
+            return Err(format!(
+                "{name}: a 4-D file holding {volumes} volumes (MR sequences, time points or directions): pick one, 0 to {}, with `--volume K` (CLI) or the page's \"4-D NIfTI: volume\" (Images, Reading options)",
+                volumes - 1
+            ));
+        }
+    };
     let vox_offset = header.vox_offset;
-    if !(vox_offset.is_finite() && vox_offset >= HEADER_SIZE as f32 && vox_offset < 1.0e9) {
+    if !(vox_offset.is_finite() && vox_offset >= header.sizeof_hdr as f32 && vox_offset < 1.0e9) {
         return Err(format!("{name}: bad vox_offset {vox_offset}"));
     }
-    let offset = vox_offset as usize;
-    Ok(Layout { dims, datatype: header.datatype, channels, offset, len: values / channels * size })
+    let len = values / channels * size;
+    Ok(Layout { dims, datatype: header.datatype, channels, offset: vox_offset as usize + index * len, len, volumes, index })
 }
 
-/// Inflates a `.nii.gz` only as far as its header says the data goes, so that a small file cannot expand
-/// into unbounded memory.
-fn gunzip(bytes: &[u8], name: &str) -> Result<Vec<u8>, String> {
+/// Inflates a `.nii.gz` only as far as its header says the data goes (up to the end of the volume read), so
+/// that a small file cannot expand into unbounded memory.
+fn gunzip(bytes: &[u8], name: &str, volume: Option<usize>) -> Result<Vec<u8>, String> {
     let mut stream = MultiGzDecoder::new(bytes);
     let mut out = Vec::new();
     let inflate = |e: std::io::Error| format!("{name}: cannot decompress: {e}");
-    (&mut stream).take(HEADER_SIZE as u64).read_to_end(&mut out).map_err(inflate)?;
-    let layout = layout(&parse_header(&out, name)?, name)?;
+    (&mut stream).take(HEADER2_SIZE as u64).read_to_end(&mut out).map_err(inflate)?;
+    let layout = layout(&parse_header(&out, name)?, name, volume)?;
     let rest = (layout.offset + layout.len).saturating_sub(out.len());
     stream.take(rest as u64).read_to_end(&mut out).map_err(inflate)?;
     Ok(out)
@@ -165,11 +234,18 @@ fn header_affine(h: &NiftiHeader, spacing: [f64; 3]) -> [[f64; 4]; 4] {
     affine
 }
 
-/// Reads a `.nii` or `.nii.gz` (detected by the gzip magic, not the name).
+/// Reads a `.nii` or `.nii.gz` (detected by the gzip magic, not the name), NIfTI-1 or NIfTI-2.
 pub fn read_nifti(bytes: &[u8], name: &str) -> Result<Volume, String> {
-    let raw: Cow<[u8]> = if bytes.starts_with(&[0x1f, 0x8b]) { Cow::Owned(gunzip(bytes, name)?) } else { Cow::Borrowed(bytes) };
+    read_nifti_volume(bytes, name, None)
+}
+
+/// Reads volume `volume` (0-based) of a 4-D NIfTI file; `None` for a 3-D file (a 4-D one is then refused,
+/// saying how many volumes it holds).
+pub fn read_nifti_volume(bytes: &[u8], name: &str, volume: Option<usize>) -> Result<Volume, String> {
+    let gzipped = bytes.starts_with(&[0x1f, 0x8b]);
+    let raw: Cow<[u8]> = if gzipped { Cow::Owned(gunzip(bytes, name, volume)?) } else { Cow::Borrowed(bytes) };
     let header = parse_header(&raw, name)?;
-    let layout = layout(&header, name)?;
+    let layout = layout(&header, name, volume)?;
     let data = raw.get(layout.offset..).and_then(|d| d.get(..layout.len)).ok_or_else(|| {
         let have = raw.len().saturating_sub(layout.offset);
         format!("{name}: truncated: {have} bytes of voxel data where the header promises {}", layout.len)
@@ -181,7 +257,9 @@ pub fn read_nifti(bytes: &[u8], name: &str) -> Result<Volume, String> {
         values.iter_mut().for_each(|v| *v = *v * slope + inter);
     }
     let [w, h, d] = layout.dims;
-    let mut volume = Volume::new(name, SourceKind::Nifti, [w, h, d, layout.channels], values)?;
+    // One volume of a 4-D file is named as such: in messages, reports, and the page's saved work.
+    let source = if layout.volumes > 1 { format!("{name} (volume {} of 0–{})", layout.index, layout.volumes - 1) } else { name.to_string() };
+    let mut volume = Volume::new(&source, SourceKind::Nifti, [w, h, d, layout.channels], values)?;
     let positive = |p: f32| if p.is_finite() && p != 0.0 { f64::from(p.abs()) } else { 1.0 };
     volume.spacing = [positive(header.pixdim[1]), positive(header.pixdim[2]), positive(header.pixdim[3])];
     volume.affine = header_affine(&header, volume.spacing);
@@ -430,10 +508,15 @@ mod tests {
         let (good, _) = big_endian_i16();
         let mut bad_size = good.clone();
         bad_size[3] = 0x5d; // big-endian 348 -> 349
-        assert!(read_nifti(&bad_size, "a.nii").unwrap_err().contains("a.nii: not a NIfTI-1"));
+        assert!(read_nifti(&bad_size, "a.nii").unwrap_err().contains("a.nii: not a NIfTI file"));
         let mut four_d = good.clone();
-        four_d[49] = 2; // dim[4] = 2 time points
-        assert!(read_nifti(&four_d, "t.nii").unwrap_err().contains("4th"));
+        four_d[49] = 2; // dim[4] = 2 volumes, one of them present
+        assert!(read_nifti(&four_d, "t.nii").unwrap_err().contains("holding 2 volumes"));
+        assert!(read_nifti_volume(&four_d, "t.nii", Some(1)).unwrap_err().contains("truncated"));
+        assert_eq!(read_nifti_volume(&four_d, "t.nii", Some(0)).unwrap().source, "t.nii (volume 0 of 0–1)");
+        let mut five_d = good.clone();
+        (five_d[41], five_d[51]) = (5, 2); // dim[0] = 5, dim[5] = 2
+        assert!(read_nifti(&five_d, "5.nii").unwrap_err().contains("5th"));
         let mut zero_dim = good.clone();
         zero_dim[43] = 0; // dim[1] = 0
         assert!(read_nifti(&zero_dim, "z.nii").unwrap_err().starts_with("z.nii: "));

@@ -59,10 +59,12 @@ fn set_loaded(loaded: LoadedVolume) -> Result<JsValue, JsError> {
 }
 
 /// Reads the user's files (`[{name, bytes: Uint8Array}]`: one NIfTI, a DICOM series, or PNG / JPEG / TIFF
-/// slices in order) as the volume to work on; returns its metadata. The previous volume stays on error.
+/// slices in order) as the volume to work on; returns its metadata. `volume` picks one volume of a 4-D NIfTI
+/// file (0-based). The previous volume stays on error.
 #[wasm_bindgen]
-pub fn load_volume(files: js_sys::Array) -> Result<JsValue, JsError> {
-    let volume = imaging::read_files(&inputs::input_files(&files)?).map_err(js_err)?;
+pub fn load_volume(files: js_sys::Array, volume: Option<usize>) -> Result<JsValue, JsError> {
+    let options = imaging::ReadOptions { volume };
+    let volume = imaging::read_files_with(&inputs::input_files(&files)?, options).map_err(js_err)?;
     set_loaded(LoadedVolume { volume: Rc::new(volume), truth: None, classes: Vec::new() })
 }
 
