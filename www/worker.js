@@ -271,6 +271,13 @@ const ops = {
   async debugLoseDevice() {
     return loseDevice();
   },
+  // From now on at most `extraMb` more MB may be allocated (src/web/heap.rs): the next large step runs out of
+  // memory for real, and the page recovers from it.
+  async debugHeapLimit({ extraMb }) {
+    await ready;
+    if (!core.debug_heap_limit) throw new Error('this build of the core has no debug_heap_limit');
+    return core.debug_heap_limit(extraMb * 2 ** 20);
+  },
   async labelPng({ width, height, labels }) {
     return label_png(width, height, labels);
   },
@@ -281,10 +288,37 @@ self.onmessage = async ({ data: { id, op, ...args } }) => {
     if (!ops[op]) throw new Error(`unknown operation '${op}'`);
     self.postMessage({ id, ok: true, result: await ops[op](args, id) });
   } catch (e) {
-    if (isCrash(e)) self.postMessage({ type: 'crash', message: `${e.name}: ${e.message}` });
+    if (isCrash(e)) self.postMessage({ type: 'crash', message: outOfMemory() ?? `${e.name}: ${e.message}` });
     self.postMessage({ id, ok: false, error: e?.message ?? String(e) });
   }
 };
+
+// A trap outside an operation's own promise (in a future the core polls): when it was an allocation that
+// failed, the page is told so rather than getting a bare "unreachable".
+for (const type of ['error', 'unhandledrejection']) {
+  self.addEventListener(type, (event) => {
+    const oom = outOfMemory();
+    if (!oom) return;
+    event.preventDefault();
+    self.postMessage({ type: 'crash', message: oom });
+  });
+}
+
+const mb = (bytes) => `${(bytes / 2 ** 20).toFixed(bytes < 10 * 2 ** 20 ? 1 : 0)} MB`;
+
+/** The core's account of an allocation that failed (src/web/heap.rs), or null when none has. */
+function outOfMemory() {
+  let failure = [];
+  try {
+    failure = core.heap_failure?.() ?? [];
+  } catch {
+    return null; // the core never started
+  }
+  const [asked, live] = failure;
+  if (asked === undefined) return null;
+  return `out of memory: ${mb(asked)} more could not be allocated with ${mb(live)} in use; a page's ` +
+    'WebAssembly memory holds at most 4 GiB: try a smaller volume, a crop, or the 512 resolution';
+}
 
 /**
  * A trap of the WebAssembly core (a RuntimeError: "unreachable" after a panic or an allocation failure,

@@ -1,39 +1,11 @@
-//! What `openjp2` (OpenJPEG ported to Rust: the JPEG 2000 decoder of the DICOM reader) needs from the platform
-//! that wasm32-unknown-unknown lacks.
-//!
-//! 1. The C library functions it still calls: `malloc`, `calloc`, `realloc`, `free` and `strcpy`. Without them
-//!    the module would import them from the page ("env") and fail to load. They are implemented over Rust's
-//!    allocator, each block preceded by its size (which `free` and `realloc` need, and Rust's allocator wants
-//!    back). A failed allocation returns null, which OpenJPEG checks, instead of aborting.
-//! 2. A global allocator that ignores the freeing of a null pointer: OpenJPEG frees code blocks' buffers that
-//!    were never allocated (null, with a zeroed layout), which native allocators tolerate (`free(NULL)`) and
-//!    wasm's dlmalloc does not (it traps with "memory access out of bounds").
+//! The C library functions that `openjp2` (OpenJPEG ported to Rust: the JPEG 2000 decoder of the DICOM reader)
+//! still calls: `malloc`, `calloc`, `realloc`, `free` and `strcpy`. wasm32-unknown-unknown has no C library:
+//! without these the module would import them from the page ("env") and fail to load. They are implemented
+//! over Rust's allocator (`heap.rs`), each block preceded by its size (which `free` and `realloc` need, and
+//! Rust's allocator wants back). A failed allocation returns null, which OpenJPEG checks, instead of aborting.
 
-use std::alloc::{GlobalAlloc, Layout, System, alloc, alloc_zeroed, dealloc, realloc as grow};
+use std::alloc::{Layout, alloc, alloc_zeroed, dealloc, realloc as grow};
 use std::ptr::null_mut;
-
-/// The standard allocator (dlmalloc on wasm), except that freeing null does nothing.
-struct NullTolerant;
-
-unsafe impl GlobalAlloc for NullTolerant {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, size: usize) -> *mut u8 {
-        unsafe { System.realloc(ptr, layout, size) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        if !ptr.is_null() {
-            unsafe { System.dealloc(ptr, layout) }
-        }
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: NullTolerant = NullTolerant;
 
 /// Room for the block's size in front of it, keeping the 16-byte alignment C's `malloc` promises.
 const HEADER: usize = 16;

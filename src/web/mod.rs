@@ -6,8 +6,9 @@
 //! few-shot run and the progress messages every run posts); `prompt_free.rs` (adapters and prompt-free runs);
 //! `exports.rs` and `results.rs` (the last run's files, and a run brought back from the browser's store);
 //! `inputs.rs` (masks, label volumes and supports from files); `prompts.rs` (clicks and boxes: SAM's feedback); `corrections.rs` (clicks after a run); `bench.rs` (the encoder for the bench page and
-//! the parity tests); `diagnostics.rs` (a deliberate panic for the crash-recovery tests); `c_alloc.rs` (the C
-//! allocation functions the JPEG 2000 decoder calls).
+//! the parity tests); `diagnostics.rs` (a deliberate panic for the crash-recovery tests); `heap.rs` (the
+//! allocator: out-of-memory recorded for the page) and `c_alloc.rs` (the C allocation functions the JPEG 2000
+//! decoder calls).
 
 use wasm_bindgen::prelude::*;
 
@@ -17,6 +18,7 @@ mod corrections;
 mod diagnostics;
 mod encode_ahead;
 mod exports;
+mod heap;
 mod inputs;
 mod prompt_free;
 mod prompts;
