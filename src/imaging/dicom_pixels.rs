@@ -82,8 +82,8 @@ pub(super) fn stored_range(stored: u16, signed: bool) -> (i64, i64) {
     if signed { (-(1i64 << (stored - 1)), (1i64 << (stored - 1)) - 1) } else { (0, (1i64 << stored) - 1) }
 }
 
-/// Reads the pixel-module attributes of a frame decoded by `dicom-pixeldata`. `decoded_photometric` is what the
-/// file says, adjusted for the codec: JPEG and JPEG 2000 decoders hand back RGB; RLE and native data stay as
+/// Reads the pixel-module attributes of a frame decoded by `dicom-pixeldata`. The colour model is the file's,
+/// adjusted for the codec of `syntax`: JPEG and JPEG 2000 decoders hand back RGB; RLE and native data stay as
 /// stored.
 pub(super) fn layout(obj: &InMemDicomObject, name: &str, syntax: &str) -> Result<Layout, String> {
     let value = |tag: Tag| obj.element_opt(tag).ok().flatten().and_then(|e| e.to_int::<i64>().ok());
